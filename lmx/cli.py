@@ -1,0 +1,78 @@
+"""The `lmx` command. It parses arguments and calls library functions; errors meant for the user
+(ConfigError, DataError, CheckpointError) print one line and exit 2, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from lmx.errors import LmxError
+
+
+def _cmd_smoke(args: argparse.Namespace) -> int:
+    """A short training run on random tokens: checks that a config builds, shards and steps."""
+    import jax
+    import numpy as np
+
+    from lmx.config import load_config
+    from lmx.scaling.flops import param_counts
+    from lmx.train.setup import default_loss, setup_training, synthetic_batch
+    from lmx.train.steps import make_train_step
+
+    cfg = load_config(args.config, args.set)
+    setup = setup_training(cfg)
+    step = make_train_step(
+        default_loss(setup),
+        setup.optimizer,
+        setup.schedule,
+        setup.mesh,
+        cfg.mesh.rules,
+        setup.shardings,
+        cfg.train.micro_batches,
+    )
+    counts = param_counts(cfg.model)
+    print(f"{cfg.name}: {counts.total:,} parameters on mesh {dict(setup.mesh.shape)} ({jax.device_count()} devices)")
+    batch = synthetic_batch(
+        np.random.default_rng(cfg.train.seed), cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size
+    )
+    state = setup.state
+    for i in range(args.steps):
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        loss = float(metrics["loss"])
+        tokens_per_s = cfg.train.batch_size * cfg.data.seq_len / (time.perf_counter() - start)
+        note = " (includes compilation)" if i == 0 else ""
+        print(f"step {i + 1}: loss {loss:.4f}, {tokens_per_s:,.0f} tokens/s{note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmx", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    smoke = sub.add_parser("smoke", help="a few training steps on random tokens")
+    smoke.add_argument("config", help="config file (a Python module defining get_config())")
+    smoke.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.d_model=512"
+    )
+    smoke.add_argument("--steps", type=int, default=5)
+    smoke.set_defaults(func=_cmd_smoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmxError as e:
+        print(f"lmx {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lmx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

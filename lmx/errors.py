@@ -1,0 +1,17 @@
+"""Errors that lmx reports to the user as one clear message (the CLI prints them without a traceback)."""
+
+
+class LmxError(Exception):
+    """Base class: an error whose message is meant for the user, not a stack trace."""
+
+
+class ConfigError(LmxError):
+    """A config file, key or value is invalid. The message names the key and the value."""
+
+
+class DataError(LmxError):
+    """Input data is missing or malformed. The message names the file (and line where known)."""
+
+
+class CheckpointError(LmxError):
+    """A checkpoint cannot be saved or restored. The message names the directory and step."""

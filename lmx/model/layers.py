@@ -1,0 +1,178 @@
+"""Transformer building blocks. Each parameter carries logical axis names (see lmx.parallel.rules).
+
+Tensor names carry their shapes: B batch, L query length, S key length, D model width, H query heads,
+K kv heads, G = H // K query heads per kv head, E head dim, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmx.config import ModelConfig
+from lmx.parallel.rules import constrain
+
+Array = jax.Array
+
+
+def dense_init(std: float) -> nn.initializers.Initializer:
+    return nn.initializers.normal(stddev=std)
+
+
+class Embedding(nn.Module):
+    """Token embedding ``[V, D]``, also used (tied) to produce logits."""
+
+    vocab_size: int
+    features: int
+    std: float
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    def setup(self) -> None:
+        init = nn.with_logical_partitioning(dense_init(self.std), ("vocab", "embed"))
+        self.embedding = self.param("embedding", init, (self.vocab_size, self.features), self.param_dtype)
+
+    def __call__(self, tokens_BxL: Array) -> Array:
+        # Gather the embed dimension first (FSDP's all-gather, made explicit): XLA's Shardy
+        # partitioner aborts on a gather from a table split along the gathered rows' feature axis
+        # inside a partially manual shard_map (jax 0.10.2; see docs/ARCHITECTURE.md).
+        table_VxD = constrain(self.embedding, ("vocab", None))
+        return jnp.take(table_VxD, tokens_BxL, axis=0).astype(self.dtype)
+
+    def attend(self, x_BxLxD: Array) -> Array:
+        return jnp.einsum("bld,vd->blv", x_BxLxD, self.embedding.astype(self.dtype))
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019), computed in float32."""
+
+    eps: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    axis_name: str = "norm"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param(
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+            (x.shape[-1],),
+            self.param_dtype,
+        )
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def rope(x_BxLxNxE: Array, positions_BxL: Array, theta: float) -> Array:
+    """Rotary position embedding (Su et al. 2021), rotating the two halves of each head."""
+    half = x_BxLxNxE.shape[-1] // 2
+    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BxLx1xE2 = positions_BxL[:, :, None, None].astype(jnp.float32) * inv_freq
+    sin, cos = jnp.sin(angle_BxLx1xE2), jnp.cos(angle_BxLx1xE2)
+    x1, x2 = jnp.split(x_BxLxNxE.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BxLxNxE.dtype)
+
+
+def attention_mask(q_segments_BxL: Array, kv_segments_BxS: Array, q_pos_BxL: Array, kv_pos_BxS: Array) -> Array:
+    """True where query l may attend key s: same segment (0 = padding, never attended) and causal.
+
+    Causality is by index, so a token attends only to earlier tokens of its own document, whatever
+    the positions say; `q_pos`/`kv_pos` are indices into the stream (used by decoding with a cache).
+    """
+    same_BxLxS = q_segments_BxL[:, :, None] == kv_segments_BxS[:, None, :]
+    real_BxS = kv_segments_BxS[:, None, :] != 0
+    causal_BxLxS = q_pos_BxL[:, :, None] >= kv_pos_BxS[:, None, :]
+    return same_BxLxS & real_BxS & causal_BxLxS
+
+
+def dot_product_attention(q_BxLxHxE: Array, k_BxSxKxE: Array, v_BxSxKxE: Array, mask_BxLxS: Array) -> Array:
+    """Grouped-query attention with a float32 softmax. Rows with no visible key output zeros."""
+    b, length, h, e = q_BxLxHxE.shape
+    k = k_BxSxKxE.shape[2]
+    q_BxLxKxGxE = q_BxLxHxE.reshape(b, length, k, h // k, e)
+    logits_BxKxGxLxS = jnp.einsum("blkge,bske->bkgls", q_BxLxKxGxE, k_BxSxKxE).astype(jnp.float32)
+    logits_BxKxGxLxS = logits_BxKxGxLxS * (e**-0.5)
+    mask_Bx1x1xLxS = mask_BxLxS[:, None, None]
+    logits_BxKxGxLxS = jnp.where(mask_Bx1x1xLxS, logits_BxKxGxLxS, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits_BxKxGxLxS, axis=-1)
+    probs = jnp.where(mask_Bx1x1xLxS, probs, 0.0).astype(v_BxSxKxE.dtype)
+    out_BxLxKxGxE = jnp.einsum("bkgls,bske->blkge", probs, v_BxSxKxE)
+    return out_BxLxKxGxE.reshape(b, length, h, e)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query heads, RoPE and optional QK-norm."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array) -> Array:
+        cfg = self.cfg
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def proj(name: str, heads: int, axis: str) -> Array:
+            return nn.DenseGeneral(
+                (heads, cfg.head_dim),
+                use_bias=False,
+                dtype=dtype,
+                param_dtype=pdtype,
+                kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), ("embed", axis, "head_dim")),
+                name=name,
+            )(x_BxLxD)
+
+        q_BxLxHxE = proj("query", cfg.n_heads, "heads")
+        k_BxLxKxE = proj("key", cfg.n_kv_heads, "kv_heads")
+        v_BxLxKxE = proj("value", cfg.n_kv_heads, "kv_heads")
+        if cfg.qk_norm:
+            q_BxLxHxE = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="query_norm")(q_BxLxHxE)
+            k_BxLxKxE = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="key_norm")(k_BxLxKxE)
+        q_BxLxHxE = rope(q_BxLxHxE, positions_BxL, cfg.rope_theta)
+        k_BxLxKxE = rope(k_BxLxKxE, positions_BxL, cfg.rope_theta)
+
+        index_BxL = jnp.broadcast_to(jnp.arange(x_BxLxD.shape[1]), segment_ids_BxL.shape)
+        mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
+        out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, mask_BxLxL)
+
+        out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: scale residual writes by depth
+        return nn.DenseGeneral(
+            cfg.d_model,
+            axis=(-2, -1),
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=pdtype,
+            kernel_init=nn.with_logical_partitioning(dense_init(out_std), ("heads", "head_dim", "embed")),
+            name="out",
+        )(out_BxLxHxE)
+
+
+class Mlp(nn.Module):
+    """SwiGLU (Shazeer 2020) or GELU feed-forward block."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: Array) -> Array:
+        cfg = self.cfg
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def dense(name: str, features: int, axes: tuple[str, str], std: float) -> nn.Dense:
+            return nn.Dense(
+                features,
+                use_bias=False,
+                dtype=dtype,
+                param_dtype=pdtype,
+                kernel_init=nn.with_logical_partitioning(dense_init(std), axes),
+                name=name,
+            )
+
+        up_BxLxF = dense("up", cfg.d_ff, ("embed", "mlp"), cfg.init_std)(x_BxLxD)
+        if cfg.mlp == "swiglu":
+            gate_BxLxF = dense("gate", cfg.d_ff, ("embed", "mlp"), cfg.init_std)(x_BxLxD)
+            h_BxLxF = nn.silu(gate_BxLxF) * up_BxLxF
+        else:
+            h_BxLxF = nn.gelu(up_BxLxF)
+        out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
+        return dense("down", cfg.d_model, ("mlp", "embed"), out_std)(h_BxLxF)

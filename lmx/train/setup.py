@@ -1,0 +1,66 @@
+"""From a Config to everything a pretraining run computes with: mesh, model, optimizer, state, step."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from lmx.config import Config
+from lmx.errors import ConfigError
+from lmx.model import Transformer
+from lmx.parallel import make_mesh
+from lmx.train.optim import make_optimizer, make_schedule
+from lmx.train.state import TrainState, init_train_state
+from lmx.train.steps import DATA_AXIS, LossFn, pretrain_loss
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    cfg: Config
+    mesh: Mesh
+    model: Transformer
+    schedule: optax.Schedule
+    optimizer: optax.GradientTransformation
+    state: TrainState
+    shardings: TrainState
+
+
+def check_batch_fits_mesh(cfg: Config, mesh: Mesh) -> None:
+    """Every data shard must get whole micro-batches of whole sequences."""
+    data = mesh.shape[DATA_AXIS]
+    if cfg.train.batch_size % (data * cfg.train.micro_batches):
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size}: must be divisible by mesh data size ({data}) x "
+            f"train.micro_batches ({cfg.train.micro_batches})"
+        )
+
+
+def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None) -> TrainSetup:
+    """Builds the mesh and initialises the sharded train state (no step compiled yet)."""
+    mesh = make_mesh(cfg.mesh, devices)
+    check_batch_fits_mesh(cfg, mesh)
+    model = Transformer(cfg.model)
+    schedule = make_schedule(cfg.optim, cfg.train.steps)
+    optimizer = make_optimizer(cfg.optim, schedule)
+    state, shardings = init_train_state(model, optimizer, mesh, cfg.mesh.rules, cfg.train.seed, cfg.data.seq_len)
+    return TrainSetup(cfg, mesh, model, schedule, optimizer, state, shardings)
+
+
+def default_loss(setup: TrainSetup) -> LossFn:
+    return pretrain_loss(setup.model, setup.cfg.train.z_loss)
+
+
+def synthetic_batch(rng: np.random.Generator, batch_size: int, seq_len: int, vocab_size: int) -> dict[str, np.ndarray]:
+    """Random tokens in the batch layout of the pretraining step (smoke runs and benchmarks)."""
+    tokens = rng.integers(0, vocab_size, (batch_size, seq_len + 1), dtype=np.int32)
+    return {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "segment_ids": np.ones((batch_size, seq_len), np.int32),
+        "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)).copy(),
+    }
