@@ -48,6 +48,33 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from lmx.data.corpus import Corpus
+    from lmx.data.tokenizer import train_tokenizer
+
+    corpus = Corpus.parse(args.corpus, args.validation_fraction)
+    start = time.perf_counter()
+    texts = (d.text for d in corpus.documents("train"))
+    tok = train_tokenizer(
+        texts, args.out, args.vocab_size, args.model_type, max_bytes=args.max_bytes, source=f"corpus {args.corpus!r}"
+    )
+    print(f"wrote {args.out}: {args.model_type}, vocab {tok.vocab_size}, in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from lmx.config import load_config
+    from lmx.data.prepare import ensure_prepared
+
+    cfg = load_config(args.config, args.set)
+    start = time.perf_counter()
+    _, prepared_dir, meta = ensure_prepared(cfg.data, cfg.model.vocab_size)
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['documents']:,} documents, {info['tokens']:,} tokens, {info['utf8_bytes']:,} bytes")
+    print(f"prepared data in {prepared_dir} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     smoke.add_argument("--steps", type=int, default=5)
     smoke.set_defaults(func=_cmd_smoke)
+
+    tokenizer = sub.add_parser("tokenizer", help="SentencePiece tokenizers").add_subparsers(
+        dest="action", required=True
+    )
+    train_tok = tokenizer.add_parser("train", help="train a tokenizer on a corpus")
+    train_tok.add_argument("--corpus", default="stdlib", help="stdlib | text:GLOB | jsonl:GLOB@FIELD")
+    train_tok.add_argument("--vocab-size", type=int, required=True)
+    train_tok.add_argument("--out", required=True, help="path of the .model file to write")
+    train_tok.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    train_tok.add_argument("--max-bytes", type=int, default=10_000_000, help="training text budget")
+    train_tok.add_argument("--validation-fraction", type=float, default=0.02, help="held out, never trained on")
+    train_tok.set_defaults(func=_cmd_tokenizer_train)
+
+    data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="action", required=True)
+    prep = data.add_parser("prepare", help="tokenize a config's corpus once (trains its tokenizer if missing)")
+    prep.add_argument("config", help="config file; its data section names corpus, tokenizer and directory")
+    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.corpus=...")
+    prep.set_defaults(func=_cmd_data_prepare)
     return parser
 
 

@@ -106,14 +106,27 @@ class ModelConfig:
 
 @dataclasses.dataclass(**_DATACLASS)
 class DataConfig:
-    """What the model reads: sequence length (later issues add corpus, tokenizer and packing)."""
+    """Corpus, tokenizer and the batches the model reads (see lmx.data)."""
 
     SECTION: ClassVar[str] = "data"
 
     seq_len: int = 256
+    # "stdlib" (built in), "text:GLOB[,GLOB]" or "jsonl:GLOB@FIELD" (lmx.data.corpus).
+    corpus: str = "stdlib"
+    validation_fraction: float = 0.02
+    dir: str = "data"  # tokenizers and prepared token files live under here
+    tokenizer: str = ""  # a SentencePiece model; "" = trained on the corpus if missing
+    tokenizer_type: Literal["bpe", "unigram"] = "bpe"
+    tokenizer_train_bytes: int = 10_000_000
+    packing: Literal["concat", "document"] = "document"
+    loader_threads: int = 2
 
     def __post_init__(self) -> None:
-        _require_positive(self, "seq_len")
+        _require_positive(self, "seq_len", "tokenizer_train_bytes", "loader_threads")
+        if not 0.0 < self.validation_fraction < 1.0:
+            _fail("data", "validation_fraction", self.validation_fraction, "must lie in (0, 1)")
+        if not self.corpus:
+            _fail("data", "corpus", self.corpus, "must name a corpus")
 
 
 @dataclasses.dataclass(**_DATACLASS)

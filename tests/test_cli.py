@@ -44,3 +44,33 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = next(line for line in ci.splitlines() if line.startswith("python3 -m venv"))
     assert command in readme
+
+
+def test_tokenizer_train_and_data_prepare(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"{i}.py").write_text(f"def f{i}(x):\n    return x * {i}\n" * 20)
+    corpus = f"text:{src}/*.py"
+    assert (
+        main(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "300", "--out", str(tmp_path / "t.model")]) == 0
+    )
+    overrides = [
+        f"data.corpus={corpus}",
+        f"data.dir={tmp_path / 'data'}",
+        "model.vocab_size=300",
+        "data.validation_fraction=0.2",
+    ]
+    args = ["data", "prepare", str(ROOT / "configs" / "tiny.py")]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "train:" in out and "validation:" in out and "training a bpe tokenizer" in out
+    assert main(args) == 0  # up to date: nothing trained or tokenized again
+    assert "training" not in capsys.readouterr().out
+    assert (
+        main(["tokenizer", "train", "--corpus", f"text:{tmp_path}/none/*.txt", "--vocab-size", "300", "--out", "x"])
+        == 2
+    )
+    assert "matches no files" in capsys.readouterr().err

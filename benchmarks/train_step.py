@@ -1,0 +1,88 @@
+"""Throughput of the compiled pretraining step against this machine's float32 matmul ceiling.
+
+    python benchmarks/train_step.py [--configs configs/tiny.py configs/small.py] [--steps 3]
+
+Reports tokens/s, step time, compile time and achieved model FLOP/s (Chinchilla appendix-F count)
+for each config, and its ratio to a plain jitted `jnp.dot` (model FLOP/s utilisation against the
+machine's practical ceiling). Writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from common import best_time, block, matmul_ceiling, write_results
+
+from lmx.config import load_config
+from lmx.scaling.flops import flops_per_token_detailed, matmul_flops_per_token, param_counts
+from lmx.train.setup import default_loss, setup_training, synthetic_batch
+from lmx.train.steps import make_train_step
+
+
+def bench_config(path: str, steps: int, overrides: list[str]) -> dict:
+    cfg = load_config(path, overrides)
+    setup = setup_training(cfg)
+    step = make_train_step(
+        default_loss(setup),
+        setup.optimizer,
+        setup.schedule,
+        setup.mesh,
+        cfg.mesh.rules,
+        setup.shardings,
+        cfg.train.micro_batches,
+    )
+    batch = synthetic_batch(np.random.default_rng(0), cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size)
+    start = time.perf_counter()
+    compiled = step.lower(setup.state, batch).compile()
+    compile_s = time.perf_counter() - start
+    state = setup.state
+    state, _ = block(compiled(state, batch))  # warm-up
+
+    def one_step():
+        nonlocal state
+        state, metrics = compiled(state, batch)
+        return metrics
+
+    step_s = best_time(one_step, steps)
+    tokens = cfg.train.batch_size * cfg.data.seq_len
+    model_flops = flops_per_token_detailed(cfg.model, cfg.data.seq_len) * tokens
+    matmul_flops = matmul_flops_per_token(cfg.model, cfg.data.seq_len) * tokens
+    return {
+        "config": path,
+        "params": param_counts(cfg.model).total,
+        "batch": cfg.train.batch_size,
+        "seq_len": cfg.data.seq_len,
+        "compile_s": compile_s,
+        "step_s": step_s,
+        "tokens_per_s": tokens / step_s,
+        "model_flops_per_s": model_flops / step_s,
+        "matmul_flops_per_s": matmul_flops / step_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["configs/tiny.py", "configs/small.py"])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per config (the best is kept)")
+    parser.add_argument("--set", action="append", default=[], help="override for every config")
+    args = parser.parse_args()
+    ceiling = matmul_ceiling()
+    print(f"float32 matmul ceiling (2048^3, jitted jnp.dot): {ceiling / 1e9:.1f} GFLOP/s")
+    rows = []
+    for path in args.configs:
+        row = bench_config(path, args.steps, args.set)
+        row["mfu_vs_matmul"] = row["model_flops_per_s"] / ceiling
+        rows.append(row)
+        print(
+            f"{path}: {row['params'] / 1e6:.1f}M params, batch {row['batch']}x{row['seq_len']}: "
+            f"step {row['step_s']:.3f} s, {row['tokens_per_s']:,.0f} tokens/s, compile {row['compile_s']:.1f} s, "
+            f"{row['model_flops_per_s'] / 1e9:.1f} GFLOP/s = {row['mfu_vs_matmul']:.2f} of the matmul ceiling"
+        )
+    out = write_results("train_step", {"matmul_ceiling_flops_per_s": ceiling, "runs": rows})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The pretraining pipeline: fixed-length windows of a prepared token file, through Grain.
+
+Window i holds tokens[i * L : i * L + L + 1] (inputs and their next-token targets). Windows are
+shuffled from a seed, reshuffled every epoch (Grain combines the seed with the epoch), sliced per
+JAX process, and batched to the per-process batch. Two layouts:
+
+- ``concat``: the window is one stream; documents (each ending in EOS) attend across boundaries.
+- ``document``: segment ids and positions restart at each document boundary, so attention stays
+  inside a document, and the target that would cross into the next document is masked out.
+
+Batches: ``inputs, targets, segment_ids, positions`` (int32) and ``loss_mask`` (float32), each
+``[per_process_batch, L]``. The iterator's state (`get_state`/`set_state`) is saved by the
+trainer through Orbax, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import grain
+import numpy as np
+
+from lmx.data.corpus import Split
+from lmx.data.prepare import load_split
+from lmx.errors import ConfigError, DataError
+
+Packing = Literal["concat", "document"]
+
+
+class TokenWindows:
+    """Random access to the windows of one split (a Grain data source)."""
+
+    def __init__(self, prepared_dir: str | Path, split: Split, seq_len: int, packing: Packing = "document") -> None:
+        self.tokens, self.offsets, self.meta = load_split(prepared_dir, split)
+        self.seq_len, self.packing = seq_len, packing
+        self.n_windows = (len(self.tokens) - 1) // seq_len
+        if self.n_windows < 1:
+            raise DataError(
+                f"{prepared_dir}: split {split!r} has {len(self.tokens)} tokens, fewer than one window of {seq_len + 1}"
+            )
+
+    def __len__(self) -> int:
+        return self.n_windows
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        L = self.seq_len
+        start = int(i) * L
+        window = np.asarray(self.tokens[start : start + L + 1], np.int32)
+        record = {"inputs": window[:-1], "targets": window[1:]}
+        if self.packing == "concat":
+            record["segment_ids"] = np.ones(L, np.int32)
+            record["positions"] = np.arange(L, dtype=np.int32)
+            record["loss_mask"] = np.ones(L, np.float32)
+            return record
+        doc = np.searchsorted(self.offsets, start + np.arange(L + 1), side="right") - 1
+        record["segment_ids"] = (doc[:-1] - doc[0] + 1).astype(np.int32)
+        record["positions"] = (start + np.arange(L) - self.offsets[doc[:-1]]).astype(np.int32)
+        record["loss_mask"] = (doc[1:] == doc[:-1]).astype(np.float32)
+        return record
+
+
+def window_order(
+    n_windows: int,
+    seed: int,
+    shuffle: bool = True,
+    epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """The window indices this process reads, in order: shuffled per epoch, then sliced."""
+    ds = grain.MapDataset.range(n_windows)
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(epochs)
+    return ds[process_index::process_count]
+
+
+def pretrain_batches(
+    prepared_dir: str | Path,
+    split: Split,
+    seq_len: int,
+    global_batch: int,
+    seed: int,
+    packing: Packing = "document",
+    shuffle: bool = True,
+    epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 2,
+) -> grain.IterDataset:
+    """Per-process batches of `global_batch // process_count` windows. Iterate it with `iter()`."""
+    if global_batch % process_count:
+        raise ConfigError(f"train.batch_size={global_batch}: not divisible by the {process_count} processes")
+    source = TokenWindows(prepared_dir, split, seq_len, packing)
+    ds = window_order(len(source), seed, shuffle, epochs, process_index, process_count)
+    ds = ds.map(source.__getitem__).batch(global_batch // process_count, drop_remainder=True)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
