@@ -1,0 +1,1 @@
+"""Data: corpora, SentencePiece tokenizers, token files and Grain pipelines."""
