@@ -17,22 +17,13 @@ from common import best_time, block, matmul_ceiling, write_results
 
 from lmx.config import load_config
 from lmx.scaling.flops import flops_per_token_detailed, matmul_flops_per_token, param_counts
-from lmx.train.setup import default_loss, setup_training, synthetic_batch
-from lmx.train.steps import make_train_step
+from lmx.train.setup import setup_training, synthetic_batch
 
 
 def bench_config(path: str, steps: int, overrides: list[str]) -> dict:
     cfg = load_config(path, overrides)
     setup = setup_training(cfg)
-    step = make_train_step(
-        default_loss(setup),
-        setup.optimizer,
-        setup.schedule,
-        setup.mesh,
-        cfg.mesh.rules,
-        setup.shardings,
-        cfg.train.micro_batches,
-    )
+    step = setup.make_step()
     batch = synthetic_batch(np.random.default_rng(0), cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size)
     start = time.perf_counter()
     compiled = step.lower(setup.state, batch).compile()

@@ -18,20 +18,11 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
 
     from lmx.config import load_config
     from lmx.scaling.flops import param_counts
-    from lmx.train.setup import default_loss, setup_training, synthetic_batch
-    from lmx.train.steps import make_train_step
+    from lmx.train.setup import setup_training, synthetic_batch
 
     cfg = load_config(args.config, args.set)
     setup = setup_training(cfg)
-    step = make_train_step(
-        default_loss(setup),
-        setup.optimizer,
-        setup.schedule,
-        setup.mesh,
-        cfg.mesh.rules,
-        setup.shardings,
-        cfg.train.micro_batches,
-    )
+    step = setup.make_step()
     counts = param_counts(cfg.model)
     print(f"{cfg.name}: {counts.total:,} parameters on mesh {dict(setup.mesh.shape)} ({jax.device_count()} devices)")
     batch = synthetic_batch(

@@ -13,7 +13,7 @@ from lmx.parallel.partitioner import gspmd_partitioner
 from lmx.train.losses import cross_entropy_sums
 from lmx.train.optim import make_schedule, weight_decay_mask
 from lmx.train.setup import default_loss, setup_training, synthetic_batch
-from lmx.train.steps import make_train_step, sharded_gradients
+from lmx.train.steps import sharded_gradients
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 N_STEPS = 5
@@ -30,15 +30,7 @@ def batches(cfg: Config, n: int):
 
 def run_steps(cfg: Config, devices, n: int = N_STEPS):
     setup = setup_training(cfg, devices)
-    step = make_train_step(
-        default_loss(setup),
-        setup.optimizer,
-        setup.schedule,
-        setup.mesh,
-        cfg.mesh.rules,
-        setup.shardings,
-        cfg.train.micro_batches,
-    )
+    step = setup.make_step()
     state, losses = setup.state, []
     for batch in batches(cfg, n):
         state, metrics = step(state, batch)
@@ -181,9 +173,7 @@ def test_tiny_model_overfits_one_batch(cpu_devices):
         }
     )
     setup = setup_training(cfg, cpu_devices[:1])
-    step = make_train_step(
-        default_loss(setup), setup.optimizer, setup.schedule, setup.mesh, cfg.mesh.rules, setup.shardings
-    )
+    step = setup.make_step()
     batch = batches(cfg, 1)[0]
     state = setup.state
     for _ in range(cfg.train.steps):

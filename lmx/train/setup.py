@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -16,7 +16,7 @@ from lmx.model import Transformer
 from lmx.parallel import make_mesh
 from lmx.train.optim import make_optimizer, make_schedule
 from lmx.train.state import TrainState, init_train_state
-from lmx.train.steps import DATA_AXIS, LossFn, pretrain_loss
+from lmx.train.steps import DATA_AXIS, Batch, LossFn, make_train_step, pretrain_loss
 
 
 @dataclasses.dataclass
@@ -28,6 +28,18 @@ class TrainSetup:
     optimizer: optax.GradientTransformation
     state: TrainState
     shardings: TrainState
+
+    def make_step(self, loss_fn: LossFn | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+        """The compiled pretraining step for this setup (the default loss unless one is given)."""
+        return make_train_step(
+            loss_fn or default_loss(self),
+            self.optimizer,
+            self.schedule,
+            self.mesh,
+            self.cfg.mesh.rules,
+            self.shardings,
+            self.cfg.train.micro_batches,
+        )
 
 
 def check_batch_fits_mesh(cfg: Config, mesh: Mesh) -> None:
