@@ -39,6 +39,35 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lmx.config import load_config
+    from lmx.train.loop import train
+
+    cfg = load_config(args.config, args.set)
+    run_dir = args.run_dir or f"runs/{cfg.name}"
+    result = train(cfg, run_dir)
+    if result.status == "preempted":
+        print(f"stopped at step {result.step}; resume with the same command")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lmx.evaluate import evaluate_run
+
+    step, result = evaluate_run(args.run_dir, args.split, args.batches, args.step)
+    print(
+        f"{args.run_dir} step {step}, {args.split}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, "
+        f"{result.bits_per_byte:.4f} bits/byte ({result.tokens:,} tokens, {result.bytes:,} bytes)"
+    )
+    out = Path(args.run_dir) / f"eval-{args.split}-step{step}.json"
+    out.write_text(json.dumps({"step": step, "split": args.split, **result.to_dict()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from lmx.data.corpus import Corpus
     from lmx.data.tokenizer import train_tokenizer
@@ -77,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     smoke.add_argument("--steps", type=int, default=5)
     smoke.set_defaults(func=_cmd_smoke)
+
+    train = sub.add_parser("train", help="train a model (resumes from the run directory's latest checkpoint)")
+    train.add_argument("config", help="config file (a Python module defining get_config())")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.d_model=512"
+    )
+    train.add_argument("--run-dir", help="where checkpoints, metrics and the summary go (default runs/<name>)")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a run's latest checkpoint: loss, perplexity, bits per byte")
+    evaluate.add_argument("run_dir", help="a run directory written by `lmx train`")
+    evaluate.add_argument("--split", choices=["validation", "train"], default="validation")
+    evaluate.add_argument("--batches", type=int, default=0, help="evaluate at most this many batches (0: all)")
+    evaluate.add_argument("--step", type=int, help="a checkpoint step other than the latest")
+    evaluate.set_defaults(func=_cmd_eval)
 
     tokenizer = sub.add_parser("tokenizer", help="SentencePiece tokenizers").add_subparsers(
         dest="action", required=True

@@ -170,6 +170,9 @@ class TrainConfig:
     batch_size: int = 32  # global, in sequences, summed over all devices and micro-batches
     micro_batches: int = 1
     z_loss: float = 0.0  # weight of log(Z)^2, keeps the softmax normaliser near 1 (PaLM)
+    # A step whose loss or gradients are not finite never updates the state. "stop": the run exits
+    # with an error naming the step and saves nothing after it; "skip": it goes on, counting skips.
+    nonfinite: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self) -> None:
         _require_positive(self, "steps", "batch_size", "micro_batches")
@@ -213,6 +216,72 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(**_DATACLASS)
+class EvalConfig:
+    """Validation-split evaluation: loss, perplexity and bits per byte (lmx.evaluate)."""
+
+    SECTION: ClassVar[str] = "eval"
+
+    every_steps: int = 0  # 0: only the final evaluation
+    batches: int = 8  # per periodic evaluation (always the same batches, so they compare)
+    final_batches: int = 0  # 0: the whole validation split
+    batch_size: int = 0  # global, in sequences; 0: train.batch_size
+
+    def __post_init__(self) -> None:
+        for name in ("every_steps", "batches", "final_batches", "batch_size"):
+            if getattr(self, name) < 0:
+                _fail("eval", name, getattr(self, name), "must be >= 0")
+        if self.every_steps and not self.batches:
+            _fail("eval", "batches", self.batches, "must be positive when eval.every_steps is set")
+
+
+@dataclasses.dataclass(**_DATACLASS)
+class CheckpointConfig:
+    """Orbax checkpoints of the train state, the data iterator and run metadata (lmx.checkpoint)."""
+
+    SECTION: ClassVar[str] = "checkpoint"
+
+    every_steps: int = 100  # 0: only at the end (and on preemption)
+    max_to_keep: int = 3
+    async_save: bool = True  # write in the background while training goes on
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0:
+            _fail("checkpoint", "every_steps", self.every_steps, "must be >= 0")
+        _require_positive(self, "max_to_keep")
+
+
+@dataclasses.dataclass(**_DATACLASS)
+class WandbConfig:
+    """Weights & Biases sink. "disabled" writes nothing; "offline" writes under the run directory."""
+
+    SECTION: ClassVar[str] = "log.wandb"
+
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    project: str = "lmx"
+    entity: str = ""
+    group: str = ""  # runs of one sweep share a group
+    tags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(**_DATACLASS)
+class LogConfig:
+    """Metrics every `every_steps` steps to the console, metrics.jsonl and wandb (lmx.metrics)."""
+
+    SECTION: ClassVar[str] = "log"
+
+    every_steps: int = 10
+    progress: bool = True  # console progress bar
+    # Peak FLOP/s of one device for MFU; 0: a table of known accelerators, or measured on CPU.
+    peak_flops: float = 0.0
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "every_steps")
+        if self.peak_flops < 0:
+            _fail("log", "peak_flops", self.peak_flops, "must be >= 0")
+
+
+@dataclasses.dataclass(**_DATACLASS)
 class Config:
     """The whole run. Sections are passed explicitly to the code that needs them, never globally."""
 
@@ -222,6 +291,9 @@ class Config:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         if self.data.seq_len > self.model.max_seq_len:

@@ -15,3 +15,7 @@ class DataError(LmxError):
 
 class CheckpointError(LmxError):
     """A checkpoint cannot be saved or restored. The message names the directory and step."""
+
+
+class NonFiniteError(LmxError):
+    """Training met a non-finite loss or gradient under ``train.nonfinite=stop``. Names the step."""

@@ -6,6 +6,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import sysconfig
+
 import jax
 import pytest
 
@@ -28,3 +30,33 @@ def tiny_config(**overrides) -> Config:
 @pytest.fixture(scope="session")
 def cpu_devices():
     return jax.devices()
+
+
+# A real corpus every CPython has: the email package's sources (20 files, ~350 KB).
+CORPUS = f"text:{sysconfig.get_paths()['stdlib']}/email/*.py"
+
+LOOP_CONFIG = """
+from lmx.config import (CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, ModelConfig,
+                        OptimConfig, TrainConfig)
+
+def get_config():
+    return Config(
+        name="loop",
+        model=ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=64),
+        data=DataConfig(seq_len=64, corpus={corpus!r}, dir={data_dir!r}, validation_fraction=0.2),
+        optim=OptimConfig(learning_rate=3e-3, warmup_steps=5, schedule="constant"),
+        train=TrainConfig(steps=30, batch_size=16),
+        checkpoint=CheckpointConfig(every_steps=10, max_to_keep=3),
+        eval=EvalConfig(final_batches=4),
+        log=LogConfig(every_steps=1, progress=False),
+    )
+"""
+
+
+@pytest.fixture(scope="session")
+def loop_config_file(tmp_path_factory):
+    """A config file for small real runs; its data (tokenizer, token files) is prepared once."""
+    root = tmp_path_factory.mktemp("loop")
+    path = root / "loop.py"
+    path.write_text(LOOP_CONFIG.format(corpus=CORPUS, data_dir=str(root / "data")))
+    return path

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import sentencepiece as spm
 
 from lmx.errors import DataError
@@ -61,6 +62,21 @@ class Tokenizer:
     def fingerprint(self) -> str:
         """SHA-256 of the model: prepared data records it, so a changed tokenizer is noticed."""
         return hashlib.sha256(self.proto).hexdigest()
+
+    def byte_lengths(self, size: int | None = None) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for: [size] int32 (default: the vocabulary size).
+
+        Summed over a text's ids this gives the text's byte count exactly (byte-fallback pieces are
+        one byte, control ids none), which makes bits per byte exact for any tokenizer. Ids past the
+        vocabulary (a model's padded embedding) get 0.
+        """
+        lengths = np.zeros(size or self.vocab_size, np.int32)
+        for i in range(min(len(lengths), self.vocab_size)):
+            if self.sp.is_byte(i):
+                lengths[i] = 1
+            elif not (self.sp.is_control(i) or self.sp.is_unknown(i)):
+                lengths[i] = len(self.sp.id_to_piece(i).replace("\u2581", " ").encode())
+        return lengths
 
     def piece_id(self, piece: str) -> int:
         i = self.sp.piece_to_id(piece)

@@ -15,7 +15,7 @@ from lmx.errors import ConfigError
 from lmx.model import Transformer
 from lmx.parallel import make_mesh
 from lmx.train.optim import make_optimizer, make_schedule
-from lmx.train.state import TrainState, init_train_state
+from lmx.train.state import TrainState, init_train_state, train_state_shapes
 from lmx.train.steps import DATA_AXIS, Batch, LossFn, make_train_step, pretrain_loss
 
 
@@ -26,8 +26,16 @@ class TrainSetup:
     model: Transformer
     schedule: optax.Schedule
     optimizer: optax.GradientTransformation
-    state: TrainState
+    state: TrainState | None  # None until `init_state()` (a run that restores never initialises)
     shardings: TrainState
+    abstract_state: TrainState  # ShapeDtypeStructs carrying the shardings: restore targets
+
+    def init_state(self) -> TrainState:
+        """Fresh parameters and optimizer state from ``train.seed``, straight into their shardings."""
+        self.state, _ = init_train_state(
+            self.model, self.optimizer, self.mesh, self.cfg.mesh.rules, self.cfg.train.seed, self.cfg.data.seq_len
+        )
+        return self.state
 
     def make_step(self, loss_fn: LossFn | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
         """The compiled pretraining step for this setup (the default loss unless one is given)."""
@@ -52,15 +60,18 @@ def check_batch_fits_mesh(cfg: Config, mesh: Mesh) -> None:
         )
 
 
-def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None) -> TrainSetup:
-    """Builds the mesh and initialises the sharded train state (no step compiled yet)."""
+def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, init: bool = True) -> TrainSetup:
+    """Builds the mesh and, with `init`, initialises the sharded train state (no step compiled yet)."""
     mesh = make_mesh(cfg.mesh, devices)
     check_batch_fits_mesh(cfg, mesh)
     model = Transformer(cfg.model)
     schedule = make_schedule(cfg.optim, cfg.train.steps)
     optimizer = make_optimizer(cfg.optim, schedule)
-    state, shardings = init_train_state(model, optimizer, mesh, cfg.mesh.rules, cfg.train.seed, cfg.data.seq_len)
-    return TrainSetup(cfg, mesh, model, schedule, optimizer, state, shardings)
+    abstract, shardings = train_state_shapes(model, optimizer, mesh, cfg.mesh.rules, cfg.data.seq_len)
+    setup = TrainSetup(cfg, mesh, model, schedule, optimizer, None, shardings, abstract)
+    if init:
+        setup.init_state()
+    return setup
 
 
 def default_loss(setup: TrainSetup) -> LossFn:

@@ -79,26 +79,25 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, micro_batch
     return total
 
 
-def sharded_gradients(
-    loss_fn: LossFn, mesh: Mesh, rules: Rules, micro_batches: int = 1
-) -> Callable[[Any, Batch], Sums]:
-    """The per-shard gradient function, mapped over the mesh's data axis.
+def sharded_sums(fn: Callable[[Any, Batch], Any], mesh: Mesh, rules: Rules) -> Callable[[Any, Batch], Any]:
+    """Maps ``fn(params, batch_shard) -> sums`` over the mesh's data axis and psums its outputs.
 
-    Returns ``(grad_sums, loss_sum, stat_sums)`` summed over every data shard and micro-batch.
-    Trace it under ``jax.sharding.use_abstract_mesh(mesh.abstract_mesh)`` (or ``jax.set_mesh``
-    outside jit) so that the model's sharding constraints see the mesh.
+    The pmap-style core of every step: each data shard runs `fn` on its rows, and the outputs (a
+    pytree of sums) are added across shards. Trace the result under
+    ``jax.sharding.use_abstract_mesh(mesh.abstract_mesh)`` (or ``jax.set_mesh`` outside jit) so
+    that the model's sharding constraints see the mesh.
     """
     # Inside the map "data" is manual: constraints may only name the automatic axes.
     inner_rules = without_axes(rules, {DATA_AXIS})
     data_size = mesh.shape[DATA_AXIS]
 
-    def per_shard(params: Any, batch: Batch) -> Sums:
+    def per_shard(params: Any, batch: Batch) -> Any:
         with activation_rules(inner_rules):
             # Split this shard's rows over the automatic batch axes (fsdp) here, inside the map:
             # a batch that arrives already split over ("data", "fsdp") aborts XLA's Shardy
             # partitioner together with the optimizer update (jax 0.10.2, docs/ARCHITECTURE.md).
             batch = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), batch)
-            sums = accumulate_gradients(loss_fn, params, batch, micro_batches)
+            sums = fn(params, batch)
         # check_vma=False below: gradients of the replicated params are per-shard here, so the
         # collective is explicit (with check_vma=True JAX would already have summed them).
         return jax.lax.psum(sums, DATA_AXIS) if data_size > 1 else sums
@@ -115,6 +114,13 @@ def sharded_gradients(
         axis_names={DATA_AXIS},
         check_vma=False,
     )
+
+
+def sharded_gradients(
+    loss_fn: LossFn, mesh: Mesh, rules: Rules, micro_batches: int = 1
+) -> Callable[[Any, Batch], Sums]:
+    """``(grad_sums, loss_sum, stat_sums)`` summed over every data shard and micro-batch."""
+    return sharded_sums(lambda params, batch: accumulate_gradients(loss_fn, params, batch, micro_batches), mesh, rules)
 
 
 def step_batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -143,7 +149,9 @@ def make_train_step(
     """The compiled step ``(state, batch) -> (state, metrics)``; the input state is donated.
 
     Metrics (device scalars): loss (the objective), the loss function's other stats as means,
-    grad_norm (before clipping), lr (the rate this update used) and tokens (the loss weight).
+    grad_norm (before clipping), lr (the rate this update used), tokens (the loss weight) and
+    nonfinite (1 when the loss or a gradient was not finite: the update was then dropped, the
+    step and data still advance, and ``state.skipped`` counts it).
     """
     grads_fn = sharded_gradients(loss_fn, mesh, rules, micro_batches)
 
@@ -158,7 +166,18 @@ def make_train_step(
         metrics = means_from_sums(loss_sum, stats)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        # Never let a non-finite step into the state: keep the old params and moments instead.
+        finite = jnp.isfinite(loss_sum) & jnp.isfinite(metrics["grad_norm"])
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state)
+        )
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            skipped=state.skipped + 1 - finite.astype(jnp.int32),
+        )
         return new_state, metrics
 
     jitted = jax.jit(

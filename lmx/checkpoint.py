@@ -1,0 +1,128 @@
+"""Checkpoints of a run: one Orbax step directory per saved step, holding three items.
+
+- ``state``: the TrainState (params, optimizer state, step, RNG, skip count), saved shard by shard;
+  restored straight into the shardings of the *current* mesh, which may differ from the saving one.
+- ``data``: the Grain iterator's state, so a resumed run reads exactly the batches it would have.
+- ``meta``: JSON run metadata (step, tokens, wall time, config, mesh).
+
+Saves are asynchronous by default: the arrays are copied off the devices, then written by a
+background thread while training goes on. Orbax writes each step into a temporary directory and
+renames it when complete, so a process killed mid-save leaves no half checkpoint behind. A complete
+checkpoint that is later damaged (truncated or deleted files) fails to restore: it is reported,
+moved aside to ``<run>/corrupt_checkpoints/`` (never deleted), and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+
+from lmx.config import CheckpointConfig
+from lmx.errors import CheckpointError
+
+
+class Checkpoints:
+    """The checkpoints of one run directory (``<run>/checkpoints``)."""
+
+    def __init__(self, directory: str | Path, cfg: CheckpointConfig, log: Callable[[str], None] = print) -> None:
+        self.directory = Path(directory).absolute()
+        self.log = log
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=cfg.max_to_keep,
+                enable_async_checkpointing=cfg.async_save,
+                create=True,
+                cleanup_tmp_directories=True,  # leftovers of saves cut short by a kill
+            ),
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]) -> None:
+        """Starts saving (returns before the files are written when saves are asynchronous)."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+
+    def restore_latest(self, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict[str, Any]] | None:
+        """``(state, meta)`` of the newest checkpoint that restores, or None when there is none.
+
+        `abstract_state` holds `jax.ShapeDtypeStruct`s whose shardings say where each array goes.
+        The data iterator's position is set in place. Raises CheckpointError when checkpoints
+        exist but none of them restores.
+        """
+        failures = []
+        for step in reversed(self.steps()):
+            try:
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=grain.checkpoint.CheckpointRestore(data_iterator),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
+            except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                failures.append(f"step {step}: {reason}")
+                self.log(f"warning: checkpoint {self.directory / str(step)} failed to restore ({reason})")
+                self._quarantine(step)
+                continue
+            return restored["state"], dict(restored["meta"])
+        if failures:
+            raise CheckpointError(
+                f"{self.directory}: no checkpoint could be restored ({'; '.join(failures)}); "
+                f"the damaged ones were moved to {self._quarantine_dir()}"
+            )
+        return None
+
+    def restore_state(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
+        """``(step, state)`` of one checkpoint (the latest by default), without the data iterator."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"{self.directory}: no checkpoints")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise CheckpointError(f"{self.directory}: no checkpoint for step {step} (have {steps})")
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except Exception as e:
+            raise CheckpointError(f"{self.directory / str(step)}: failed to restore: {type(e).__name__}: {e}") from e
+        return step, restored["state"]
+
+    def _quarantine_dir(self) -> Path:
+        return self.directory.parent / "corrupt_checkpoints"
+
+    def _quarantine(self, step: int) -> None:
+        """Moves a damaged step out of the manager's way (a later save may need its number)."""
+        source = self.directory / str(step)
+        if source.exists():
+            target = self._quarantine_dir() / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(source, target)
+            self.log(f"moved it to {target}")
+        self._manager.reload()
+
+    def wait(self) -> None:
+        """Blocks until every started save is on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

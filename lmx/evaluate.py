@@ -1,0 +1,178 @@
+"""Held-out evaluation: loss, perplexity and bits per byte over a prepared split.
+
+Bits per byte divide the summed next-token loss (in bits) by the UTF-8 bytes of exactly the tokens
+that were predicted (each id's byte length comes from the tokenizer), so it does not depend on the
+tokenizer and runs with different vocabularies compare on one scaling plot. The evaluation step is
+pmap-style like the train step: each data shard sums its loss, weight and bytes, then a psum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lmx.data.corpus import Split
+from lmx.data.pretrain import Packing, TokenWindows
+from lmx.parallel.partitioner import partitioned
+from lmx.parallel.rules import Rules
+from lmx.train.losses import cross_entropy_sums
+from lmx.train.steps import Batch, sharded_sums, step_batch_sharding
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean next-token cross-entropy, nats
+    perplexity: float
+    bits_per_byte: float
+    tokens: int  # predicted tokens
+    bytes: int  # UTF-8 bytes of the predicted tokens
+
+    def to_dict(self, prefix: str = "") -> dict[str, float]:
+        return {prefix + k: v for k, v in dataclasses.asdict(self).items()}
+
+
+def eval_batches(
+    prepared_dir: str | Path,
+    split: Split,
+    seq_len: int,
+    global_batch: int,
+    packing: Packing = "document",
+    max_batches: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The split's windows in order, `global_batch // process_count` per process and batch.
+
+    All batches have one shape (one compilation): the last is padded with rows of zero weight.
+    `max_batches` > 0 stops after that many (always the same ones, so evaluations compare).
+    """
+    source = TokenWindows(prepared_dir, split, seq_len, packing)
+    per_process = global_batch // process_count
+    n_batches = -(-len(source) // global_batch)
+    if max_batches:
+        n_batches = min(n_batches, max_batches)
+    ds = grain.MapDataset.range(len(source))[process_index::process_count].map(source.__getitem__)
+    ds = ds.batch(per_process, drop_remainder=False)
+    for i in range(min(n_batches, len(ds))):
+        batch = ds[i]
+        rows = len(batch["inputs"])
+        if rows < per_process:
+            pad = per_process - rows
+            batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+        yield batch
+
+
+def make_eval_step(
+    model: nn.Module, mesh: Mesh, rules: Rules, byte_lengths: np.ndarray
+) -> Callable[[Any, Batch], dict[str, Array]]:
+    """Compiled ``(params, batch) -> {loss, tokens, bytes}`` sums over the global batch.
+
+    Batches are those of the pretraining pipeline; padded rows (segment id 0) weigh nothing.
+    """
+    lengths = jnp.asarray(byte_lengths, jnp.int32)
+
+    def sums(params: Any, batch: Batch) -> dict[str, Array]:
+        logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"], batch["positions"])
+        weights = batch["loss_mask"] * (batch["segment_ids"] > 0)
+        loss, stats = cross_entropy_sums(logits, batch["targets"], weights)
+        byte_count = jnp.sum(jnp.where(weights > 0, lengths[batch["targets"]], 0))
+        return {"loss": loss, "tokens": stats["weight"], "bytes": byte_count}
+
+    mapped = sharded_sums(sums, mesh, rules)
+
+    def step(params: Any, batch: Batch) -> dict[str, Array]:
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return mapped(params, batch)
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return partitioned(jax.jit(step, in_shardings=(None, step_batch_sharding(mesh)), out_shardings=replicated))
+
+
+def evaluate(
+    eval_step: Callable[[Any, Batch], dict[str, Array]],
+    params: Any,
+    batches: Iterator[dict[str, np.ndarray]],
+    batch_sharding: NamedSharding,
+) -> EvalResult:
+    """Runs `eval_step` over `batches` (host batches of this process) and reduces the sums.
+
+    The sums stay on the devices until the end: one host transfer per evaluation.
+    """
+    totals = None
+    for batch in batches:
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
+        out = eval_step(params, batch)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    if totals is None:
+        raise ValueError("evaluate: no batches")
+    totals = jax.device_get(totals)
+    return result_from_sums(float(totals["loss"]), float(totals["tokens"]), float(totals["bytes"]))
+
+
+def result_from_sums(loss_sum: float, tokens: float, byte_count: float) -> EvalResult:
+    loss = loss_sum / max(tokens, 1.0)
+    return EvalResult(
+        loss=loss,
+        perplexity=math.exp(min(loss, 700.0)),
+        bits_per_byte=loss_sum / math.log(2) / max(byte_count, 1.0),
+        tokens=int(tokens),
+        bytes=int(byte_count),
+    )
+
+
+def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of `eval_tokens` under the add-one smoothed unigram distribution
+    of `train_tokens`: the loss of a model that ignores context, a floor a trained model must beat."""
+    counts = np.bincount(np.asarray(train_tokens), minlength=vocab_size).astype(np.float64) + 1.0
+    log_p = np.log(counts / counts.sum())
+    return float(-log_p[np.asarray(eval_tokens)].mean())
+
+
+def evaluate_run(run_dir: str | Path, split: Split = "validation", max_batches: int = 0, step: int | None = None):
+    """Evaluates a run directory's checkpoint (the latest by default) with the run's own config.
+
+    Returns ``(step, EvalResult)``.
+    """
+    from lmx.checkpoint import Checkpoints
+    from lmx.config import Config
+    from lmx.data.prepare import ensure_prepared
+    from lmx.errors import ConfigError
+    from lmx.train.setup import setup_training
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.json)")
+    cfg = Config.from_json(config_path.read_text())
+    tokenizer, prepared_dir, _ = ensure_prepared(cfg.data, cfg.model.vocab_size)
+    setup = setup_training(cfg, init=False)
+    checkpoints = Checkpoints(run_dir / "checkpoints", cfg.checkpoint)
+    try:
+        step, state = checkpoints.restore_state(setup.abstract_state, step)
+    finally:
+        checkpoints.close()
+    eval_step = make_eval_step(setup.model, setup.mesh, cfg.mesh.rules, tokenizer.byte_lengths(cfg.model.vocab_size))
+    batch_size = cfg.eval.batch_size or cfg.train.batch_size
+    batches = eval_batches(
+        prepared_dir,
+        split,
+        cfg.data.seq_len,
+        batch_size,
+        cfg.data.packing,
+        max_batches,
+        jax.process_index(),
+        jax.process_count(),
+    )
+    return step, evaluate(eval_step, state.params, batches, step_batch_sharding(setup.mesh))

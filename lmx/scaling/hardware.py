@@ -1,0 +1,60 @@
+"""Peak FLOP/s of the machine a run uses: the denominator of model FLOP/s utilisation (MFU)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+# Dense bfloat16 peak per chip, from the vendors' datasheets (TPU system architecture pages; NVIDIA
+# A100 / H100 SXM datasheets). Matched as substrings of `device.device_kind`, most specific first.
+KNOWN_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("TPU v6 lite", 918e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),
+    ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+@functools.cache
+def measured_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a jitted float32 n x n matmul on the default device: a CPU's practical ceiling.
+
+    On CPU one device already uses every core, so this is the whole host's ceiling.
+    """
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dot(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def peak_flops(devices: Sequence[jax.Device], per_device: float = 0.0) -> float:
+    """Peak FLOP/s of `devices` together (0.0 when unknown).
+
+    `per_device` > 0 wins. Otherwise accelerators are looked up in KNOWN_PEAK_FLOPS; CPUs are
+    measured. The CPU devices of one host share its cores (XLA's forced host devices), so on CPU a
+    peak counts once per process, not once per device.
+    """
+    kind = devices[0].device_kind
+    if devices[0].platform == "cpu":
+        hosts = len({d.process_index for d in devices})
+        return (per_device or measured_matmul_flops()) * hosts
+    if per_device > 0:
+        return per_device * len(devices)
+    for name, flops in KNOWN_PEAK_FLOPS:
+        if name in kind:
+            return flops * len(devices)
+    return 0.0

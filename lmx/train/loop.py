@@ -1,0 +1,377 @@
+"""The training loop: the imperative shell around the pure, compiled step.
+
+`train(cfg, run_dir)` prepares data if needed, restores the latest valid checkpoint (or initialises),
+then loops: batch -> compiled step, with logging every ``log.every_steps``, evaluation every
+``eval.every_steps``, checkpoints every ``checkpoint.every_steps`` and at the end, and
+``summary.json`` once the run completes. Between log steps the loop never waits for the devices:
+step metrics stay on device until the next log step fetches them all at once.
+
+A run directory holds ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``summary.json``,
+``tokenizer.model`` and, with wandb on, ``wandb/`` and ``wandb_run_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import numpy as np
+
+from lmx.checkpoint import Checkpoints
+from lmx.config import Config
+from lmx.data.prepare import ensure_prepared, load_split
+from lmx.data.pretrain import pretrain_batches
+from lmx.errors import ConfigError, NonFiniteError
+from lmx.evaluate import EvalResult, eval_batches, evaluate, make_eval_step, unigram_loss
+from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
+from lmx.scaling.flops import flops_per_token_detailed, param_counts
+from lmx.scaling.hardware import peak_flops
+from lmx.train.setup import TrainSetup, setup_training
+from lmx.train.signals import StopRequest
+from lmx.train.state import TrainState
+from lmx.train.steps import LossFn, step_batch_sharding
+
+Status = Literal["completed", "preempted"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    status: Status
+    step: int
+    summary: dict[str, Any] | None  # set when the run completed
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+    make_loss: Callable[[TrainSetup], LossFn] | None = None,
+) -> RunResult:
+    """Trains `cfg` in `run_dir`, resuming from its latest checkpoint if there is one.
+
+    `make_loss` builds a custom loss from the setup (its model); the default is next-token
+    cross-entropy. Returns when the run completes or a SIGTERM/SIGINT stopped it (after saving).
+    Raises NonFiniteError under ``train.nonfinite=stop`` and ConfigError/DataError/
+    CheckpointError for bad input.
+    """
+    return Trainer(cfg, run_dir, devices=devices, make_loss=make_loss).run()
+
+
+class Trainer:
+    """One run: everything `train` sets up, and the loop. Use `train` unless you need the parts."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        *,
+        devices: Sequence[jax.Device] | None = None,
+        make_loss: Callable[[TrainSetup], LossFn] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.is_lead = jax.process_index() == 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+
+        tokenizer, self.prepared_dir, self.data_meta = ensure_prepared(cfg.data, cfg.model.vocab_size, print)
+        if tokenizer.vocab_size > cfg.model.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size={cfg.model.vocab_size}: smaller than the tokenizer's {tokenizer.vocab_size} ids"
+            )
+        if self.is_lead and tokenizer.path and not (self.run_dir / "tokenizer.model").exists():
+            shutil.copyfile(tokenizer.path, self.run_dir / "tokenizer.model")
+
+        self.setup = setup_training(cfg, devices, init=False)
+        self.mesh = self.setup.mesh
+        self.batch_sharding = step_batch_sharding(self.mesh)
+        self.eval_batch_size = cfg.eval.batch_size or cfg.train.batch_size
+        if self.eval_batch_size % (self.mesh.shape["data"] * jax.process_count()):
+            raise ConfigError(
+                f"eval.batch_size={self.eval_batch_size}: must be divisible by the mesh data size "
+                f"({self.mesh.shape['data']}) and the processes ({jax.process_count()})"
+            )
+        self.data_iterator = iter(
+            pretrain_batches(
+                self.prepared_dir,
+                "train",
+                cfg.data.seq_len,
+                cfg.train.batch_size,
+                seed=cfg.train.seed,
+                packing=cfg.data.packing,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                num_threads=cfg.data.loader_threads,
+            )
+        )
+        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", cfg.checkpoint)
+        self.byte_lengths = tokenizer.byte_lengths(cfg.model.vocab_size)
+        self.loss_fn = make_loss(self.setup) if make_loss else None
+
+        self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+        self.flops_per_token = flops_per_token_detailed(cfg.model, cfg.data.seq_len)
+        self.peak_flops = peak_flops(self.mesh.devices.flatten().tolist(), cfg.log.peak_flops)
+
+    # ---------------------------------------------------------------------------------------------
+    # Setup pieces
+
+    def _write_config(self) -> None:
+        """Saves the resolved config; on a resume, says which keys changed since the last launch."""
+        if not self.is_lead:
+            return
+        path = self.run_dir / "config.json"
+        if path.exists():
+            try:
+                before = _flatten(json.loads(path.read_text()))
+            except json.JSONDecodeError:
+                before = {}
+            now = _flatten(self.cfg.to_dict())
+            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            if changed:
+                print(f"warning: {path}: config changed since the last launch: {', '.join(changed)}")
+        tmp = path.with_suffix(".json.partial")
+        tmp.write_text(self.cfg.to_json() + "\n")
+        os.replace(tmp, path)
+
+    def _restore_or_init(self) -> tuple[TrainState, float]:
+        """The state to start from and the training wall time spent before this launch."""
+        restored = self.checkpoints.restore_latest(self.setup.abstract_state, self.data_iterator)
+        if restored is None:
+            return self.setup.init_state(), 0.0
+        state, meta = restored
+        step = int(meta["step"])
+        print(f"resumed from {self.checkpoints.directory / str(step)} (step {step})")
+        if self.is_lead:
+            dropped = truncate_jsonl(self.run_dir / "metrics.jsonl", step)
+            if dropped:
+                print(f"dropped {dropped} metrics rows logged after step {step} by the interrupted run")
+        return state, float(meta.get("train_time_s", 0.0))
+
+    def _compile(self, state: TrainState) -> tuple[Callable, float]:
+        """Compiles the step once, before the loop (so no step is timed with its compilation)."""
+        step_fn = self.setup.make_step(self.loss_fn)
+        cfg = self.cfg
+        example = {
+            k: jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.data.seq_len), dtype, sharding=self.batch_sharding)
+            for k, dtype in _BATCH_DTYPES.items()
+        }
+        start = time.perf_counter()
+        compiled = step_fn.lower(state, example).compile()
+        return compiled, time.perf_counter() - start
+
+    def _global_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return {
+            k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v, _BATCH_DTYPES[k]))
+            for k, v in host_batch.items()
+        }
+
+    # ---------------------------------------------------------------------------------------------
+    # The loop
+
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        total = cfg.train.steps
+        state, time_before = self._restore_or_init()
+        step = int(jax.device_get(state.step))
+        if step >= total and (self.run_dir / "summary.json").exists():
+            print(f"{self.run_dir}: already complete at step {step}")
+            self.checkpoints.close()
+            return RunResult("completed", step, json.loads((self.run_dir / "summary.json").read_text()))
+
+        step_fn, compile_s = self._compile(state)
+        eval_step = make_eval_step(self.setup.model, self.mesh, cfg.mesh.rules, self.byte_lengths)
+        progress, sinks = make_sinks(cfg, self.run_dir, step) if self.is_lead else (None, [])
+        log = progress.message if progress else print
+        counts = param_counts(cfg.model)
+        log(
+            f"{cfg.name}: {counts.total:,} parameters, mesh {dict(self.mesh.shape)}, "
+            f"{self.tokens_per_step:,} tokens/step, compiled in {compile_s:.1f} s"
+        )
+        self._last_saved = step if step > 0 else None
+        pending: list[dict[str, jax.Array]] = []  # device metrics of the steps since the last log
+        window_start, eval_time, launch = time.perf_counter(), 0.0, time.perf_counter()
+        status: Status = "completed"
+        try:
+            with StopRequest() as stop:
+                while step < total:
+                    state, metrics = step_fn(state, self._global_batch(next(self.data_iterator)))
+                    step += 1
+                    pending.append(metrics)
+                    if progress:
+                        progress.advance()
+                    last = step == total
+                    if step % cfg.log.every_steps == 0 or last or stop.requested:
+                        row = self._train_row(step, pending, state, window_start + eval_time)
+                        _write(sinks, progress, step, row)
+                        pending, window_start, eval_time = [], time.perf_counter(), 0.0
+                    if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and not last:
+                        start = time.perf_counter()
+                        result = self._evaluate(eval_step, state.params, cfg.eval.batches)
+                        _write(sinks, progress, step, result.to_dict("eval/"))
+                        log(f"step {step}: {_describe(result)}")
+                        eval_time += time.perf_counter() - start
+                    every = cfg.checkpoint.every_steps
+                    if (every and step % every == 0) or last or stop.requested:
+                        self._check_finite(step, pending)
+                        train_time = time_before + time.perf_counter() - launch
+                        self._save(step, state, train_time)
+                    if stop.requested and not last:
+                        status = "preempted"
+                        self.checkpoints.wait()
+                        log(
+                            f"received {stop.signal_name}: saved a checkpoint at step {step} in "
+                            f"{self.checkpoints.directory}; run the same command again to resume"
+                        )
+                        break
+            self.checkpoints.wait()
+            train_time = time_before + time.perf_counter() - launch
+            summary = None
+            if status == "completed":
+                summary = self._finish(state, eval_step, step, train_time, compile_s, log)
+                _write(sinks, progress, step, {k: v for k, v in summary["final_eval"].items()})
+            return RunResult(status, step, summary)
+        finally:
+            self.checkpoints.close()
+            if progress:
+                progress.close()
+            for sink in sinks:
+                sink.close()
+
+    def _train_row(self, step: int, pending: list[dict[str, jax.Array]], state: TrainState, since: float) -> Row:
+        """Fetches the window's metrics (the loop's only regular sync) and builds the log row.
+
+        Throughput counts the time from `since` until the window's last step has finished.
+        """
+        fetched, skipped = jax.device_get((pending, state.skipped))
+        seconds = time.perf_counter() - since
+        self._check_finite(step, fetched)
+        last = {k: float(v) for k, v in fetched[-1].items() if k not in ("tokens", "nonfinite")}
+        if not self.cfg.train.z_loss:
+            last.pop("z_loss", None)
+        tokens_per_s = len(fetched) * self.tokens_per_step / max(seconds, 1e-9)
+        row = {  # the step's own metrics (loss, grad_norm, lr and a custom loss's stats), then rates
+            **last,
+            "tokens_seen": step * self.tokens_per_step,
+            "tokens_per_s": tokens_per_s,
+            "flops_per_s": tokens_per_s * self.flops_per_token,
+            "skipped_steps": int(skipped),
+        }
+        if self.peak_flops:
+            row["mfu"] = row["flops_per_s"] / self.peak_flops
+        return row
+
+    def _check_finite(self, step: int, pending: list[dict[str, Any]]) -> None:
+        """Under ``train.nonfinite=stop``, raises for the first non-finite step of the window."""
+        if self.cfg.train.nonfinite != "stop" or not pending:
+            return
+        flags = [float(m["nonfinite"]) for m in jax.device_get(pending)]
+        if any(flags):
+            first = flags.index(1.0)
+            bad = jax.device_get(pending[first])
+            bad_step = step - len(pending) + 1 + first
+            kept = f"step {self._last_saved}" if self._last_saved else "none"
+            raise NonFiniteError(
+                f"step {bad_step}: loss {float(bad['loss'])} / gradient norm {float(bad['grad_norm'])} is not "
+                f"finite (train.nonfinite=stop). Last good checkpoint: {kept} in {self.checkpoints.directory}; "
+                "nothing after it was saved. Lower optim.learning_rate or set train.nonfinite=skip."
+            )
+
+    def _save(self, step: int, state: TrainState, train_time: float) -> None:
+        if step == self._last_saved:
+            return
+        meta = {
+            "step": step,
+            "tokens_seen": step * self.tokens_per_step,
+            "train_time_s": train_time,
+            "mesh": dict(self.mesh.shape),
+            "config": self.cfg.to_dict(),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        self.checkpoints.save(step, state, self.data_iterator, meta)
+        self._last_saved = step
+
+    def _evaluate(self, eval_step: Callable, params: Any, max_batches: int) -> EvalResult:
+        batches = eval_batches(
+            self.prepared_dir,
+            "validation",
+            self.cfg.data.seq_len,
+            self.eval_batch_size,
+            self.cfg.data.packing,
+            max_batches,
+            jax.process_index(),
+            jax.process_count(),
+        )
+        return evaluate(eval_step, params, batches, self.batch_sharding)
+
+    def _finish(
+        self, state: TrainState, eval_step: Callable, step: int, train_time: float, compile_s: float, log: Callable
+    ) -> dict[str, Any]:
+        """Final evaluation and summary.json."""
+        result = self._evaluate(eval_step, state.params, self.cfg.eval.final_batches)
+        train_tokens, _, _ = load_split(self.prepared_dir, "train")
+        val_tokens, _, _ = load_split(self.prepared_dir, "validation")
+        counts = param_counts(self.cfg.model)
+        tokens = step * self.tokens_per_step
+        summary = {
+            "name": self.cfg.name,
+            "steps": step,
+            "tokens": tokens,
+            "params": counts.total,
+            "non_embedding_params": counts.non_embedding,
+            "flops_per_token": self.flops_per_token,
+            "flops": self.flops_per_token * tokens,
+            "train_time_s": train_time,
+            "compile_s": compile_s,
+            "tokens_per_s": tokens / train_time if train_time else None,
+            "skipped_steps": int(jax.device_get(state.skipped)),
+            "final_eval": result.to_dict("eval/"),
+            "unigram_loss": unigram_loss(train_tokens, val_tokens, self.cfg.model.vocab_size),
+            "validation_utf8_bytes": self.data_meta["splits"]["validation"]["utf8_bytes"],
+        }
+        if self.is_lead:
+            path = self.run_dir / "summary.json"
+            path.write_text(json.dumps(summary, indent=2) + "\n")
+        log(f"done: step {step}, {_describe(result)}, {train_time:.0f} s of training; summary in {self.run_dir}")
+        return summary
+
+
+_BATCH_DTYPES = {
+    "inputs": np.int32,
+    "targets": np.int32,
+    "segment_ids": np.int32,
+    "positions": np.int32,
+    "loss_mask": np.float32,
+}
+
+
+def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row) -> None:
+    for sink in sinks:
+        sink.write(step, row)
+    if progress:
+        progress.write(step, row)
+
+
+def _describe(result: EvalResult) -> str:
+    return (
+        f"validation loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, "
+        f"{result.bits_per_byte:.4f} bits/byte over {result.tokens:,} tokens"
+    )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
