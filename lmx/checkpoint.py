@@ -58,15 +58,28 @@ class Checkpoints:
             force=True,
         )
 
-    def restore_latest(self, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict[str, Any]] | None:
+    def restore_latest(
+        self,
+        abstract_state: Any,
+        data_iterator: Any,
+        check_meta: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> tuple[Any, dict[str, Any]] | None:
         """``(state, meta)`` of the newest checkpoint that restores, or None when there is none.
 
         `abstract_state` holds `jax.ShapeDtypeStruct`s whose shardings say where each array goes.
-        The data iterator's position is set in place. Raises CheckpointError when checkpoints
-        exist but none of them restores.
+        The data iterator's position is set in place. `check_meta(step_dir, meta)` may raise
+        CheckpointError for a checkpoint that is intact but does not fit this run (another model):
+        that error propagates and nothing is moved. Raises CheckpointError when checkpoints exist
+        but none of them restores.
         """
         failures = []
         for step in reversed(self.steps()):
+            try:
+                meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:
+                meta = e
+            if check_meta and isinstance(meta, dict):
+                check_meta(self.directory / str(step), dict(meta))
             try:
                 restored = self._manager.restore(
                     step,

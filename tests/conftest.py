@@ -12,6 +12,8 @@ import jax
 import pytest
 
 from lmx.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lmx.data.corpus import Corpus
+from lmx.data.tokenizer import train_tokenizer
 
 assert jax.device_count() == 8, "tests need XLA_FLAGS set before jax is imported"
 
@@ -60,3 +62,11 @@ def loop_config_file(tmp_path_factory):
     path = root / "loop.py"
     path.write_text(LOOP_CONFIG.format(corpus=CORPUS, data_dir=str(root / "data")))
     return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory):
+    """A real SentencePiece model trained on 2 MB of the standard library."""
+    stdlib = Corpus.parse("stdlib")
+    path = tmp_path_factory.mktemp("tok") / "sp.model"
+    return train_tokenizer((d.text for d in stdlib.documents("train")), path, vocab_size=1024, max_bytes=2_000_000)

@@ -17,14 +17,6 @@ SEQ = 32
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tmp_path_factory):
-    """A real SentencePiece model trained on 2 MB of the standard library."""
-    stdlib = Corpus.parse("stdlib")
-    path = tmp_path_factory.mktemp("tok") / "sp.model"
-    return train_tokenizer((d.text for d in stdlib.documents("train")), path, vocab_size=1024, max_bytes=2_000_000)
-
-
-@pytest.fixture(scope="session")
 def code_corpus(tmp_path_factory):
     """60 small Python-like files (one of them not valid UTF-8, one empty)."""
     root = tmp_path_factory.mktemp("code")

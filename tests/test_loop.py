@@ -12,7 +12,7 @@ import pytest
 from lmx.checkpoint import Checkpoints
 from lmx.cli import main
 from lmx.config import Config, load_config
-from lmx.errors import NonFiniteError
+from lmx.errors import CheckpointError, NonFiniteError
 from lmx.metrics import read_jsonl
 from lmx.train.loop import train
 from lmx.train.setup import setup_training
@@ -185,3 +185,15 @@ def test_copying_a_run_directory_keeps_it_resumable(full_run, tmp_path):
     step, params = final_params(copy, cfg, {"mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1})
     assert step == 30
     assert_trees_equal(params, final_params(run_dir, cfg)[1])
+
+
+def test_resuming_with_another_model_fails_clearly_and_moves_nothing(full_run, tmp_path):
+    cfg, full_dir, _ = full_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_dir, run_dir)
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints/30 was saved by a different model \(model.d_ff: 128 -> 256"
+    ):
+        train(cfg.replace(**{"model.d_ff": 256}), run_dir)
+    assert Checkpoints(run_dir / "checkpoints", cfg.checkpoint).steps() == [10, 20, 30]
+    assert not (run_dir / "corrupt_checkpoints").exists()

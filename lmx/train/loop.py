@@ -28,7 +28,7 @@ from lmx.checkpoint import Checkpoints
 from lmx.config import Config
 from lmx.data.prepare import ensure_prepared, load_split
 from lmx.data.pretrain import pretrain_batches
-from lmx.errors import ConfigError, NonFiniteError
+from lmx.errors import CheckpointError, ConfigError, NonFiniteError
 from lmx.evaluate import EvalResult, eval_batches, evaluate, make_eval_step, unigram_loss
 from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
 from lmx.scaling.flops import flops_per_token_detailed, param_counts
@@ -143,7 +143,7 @@ class Trainer:
 
     def _restore_or_init(self) -> tuple[TrainState, float]:
         """The state to start from and the training wall time spent before this launch."""
-        restored = self.checkpoints.restore_latest(self.setup.abstract_state, self.data_iterator)
+        restored = self.checkpoints.restore_latest(self.setup.abstract_state, self.data_iterator, self._check_meta)
         if restored is None:
             return self.setup.init_state(), 0.0
         state, meta = restored
@@ -154,6 +154,18 @@ class Trainer:
             if dropped:
                 print(f"dropped {dropped} metrics rows logged after step {step} by the interrupted run")
         return state, float(meta.get("train_time_s", 0.0))
+
+    def _check_meta(self, step_dir: Path, meta: dict[str, Any]) -> None:
+        """A checkpoint of another model (or sequence length) is not this run's to resume."""
+        saved = _flatten({"model": meta.get("config", {}).get("model", {})})
+        now = _flatten({"model": self.cfg.to_dict()["model"]})
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if saved and changed:
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise CheckpointError(
+                f"{step_dir} was saved by a different model ({details}); "
+                "train it in a new --run-dir, or restore the saved model settings"
+            )
 
     def _compile(self, state: TrainState) -> tuple[Callable, float]:
         """Compiles the step once, before the loop (so no step is timed with its compilation)."""

@@ -1,0 +1,97 @@
+"""Overhead of the full training loop against the bare compiled step.
+
+    python benchmarks/train_loop.py [--config configs/small.py] [--steps 16] [--set KEY=VALUE ...]
+
+1. Bare: the compiled step on one fixed batch, the state fed back, timed step by step.
+2. Loop: `lmx.train.loop.Trainer` on the real data pipeline with metrics.jsonl, asynchronous
+   checkpoints every `--checkpoint-every` steps, logging every step (so every step's time is
+   visible; that is one host sync per step, more than the default), no periodic evaluation.
+
+Reports the median tokens/s of each and their ratio (target >= 0.95), and how much longer the
+step after each checkpoint save took than the median step (the save's stall; target <= 1 step).
+Writes benchmarks/results/train_loop.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from common import block, write_results
+
+from lmx.config import load_config
+from lmx.metrics import read_jsonl
+from lmx.train.loop import Trainer
+from lmx.train.setup import setup_training, synthetic_batch
+
+
+def bare_step_times(cfg, steps: int) -> list[float]:
+    setup = setup_training(cfg)
+    step = setup.make_step()
+    batch = synthetic_batch(np.random.default_rng(0), cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size)
+    compiled = step.lower(setup.state, batch).compile()
+    state, _ = block(compiled(setup.state, batch))  # warm-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, _ = block(compiled(state, batch))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/small.py")
+    parser.add_argument("--steps", type=int, default=16, help="loop steps (the first is not timed)")
+    parser.add_argument("--checkpoint-every", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], help="config override")
+    args = parser.parse_args()
+    overrides = [
+        *args.set,
+        f"train.steps={args.steps}",
+        f"checkpoint.every_steps={args.checkpoint_every}",
+        "log.every_steps=1",
+        "log.progress=false",
+        "eval.every_steps=0",
+        "eval.final_batches=1",
+    ]
+    cfg = load_config(args.config, overrides)
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        Trainer(cfg, run_dir).run()
+        rows = [r for r in read_jsonl(f"{run_dir}/metrics.jsonl") if "loss" in r]
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    loop_times = {r["step"]: tokens_per_step / r["tokens_per_s"] for r in rows if r["step"] > 1}
+    after_save = [s + 1 for s in range(args.checkpoint_every, args.steps, args.checkpoint_every)]
+    plain = [t for s, t in loop_times.items() if s not in after_save]
+    loop_median = statistics.median(plain + [loop_times[s] for s in after_save if s in loop_times])
+    stalls = [loop_times[s] / statistics.median(plain) - 1.0 for s in after_save if s in loop_times]
+
+    bare = bare_step_times(cfg, min(8, args.steps))
+    bare_median = statistics.median(bare)
+    result = {
+        "config": args.config,
+        "overrides": args.set,
+        "tokens_per_step": tokens_per_step,
+        "bare_step_s": bare,
+        "loop_step_s": loop_times,
+        "bare_tokens_per_s": tokens_per_step / bare_median,
+        "loop_tokens_per_s": tokens_per_step / loop_median,
+        "loop_over_bare": bare_median / loop_median,
+        "save_stall_steps": stalls,
+    }
+    print(
+        f"{args.config}: bare step {bare_median:.3f} s ({result['bare_tokens_per_s']:,.0f} tokens/s), "
+        f"loop step {loop_median:.3f} s ({result['loop_tokens_per_s']:,.0f} tokens/s): "
+        f"ratio {result['loop_over_bare']:.3f}; step after an async save took "
+        + ", ".join(f"{s:+.1%}" for s in stalls)
+        + " vs the median step"
+    )
+    print(f"wrote {write_results('train_loop', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Preference data: (prompt, chosen, rejected) -> paired, fixed-shape padded batches through Grain.
+
+Chosen and rejected share the identical prompt tokens (the prompt is encoded once), so a
+preference loss compares the two responses in exactly the same context. A batch holds the SFT row
+layout (lmx.data.sft) twice, under ``chosen_*`` and ``rejected_*`` keys, plus ``prompt_length``
+``[B]``; each ``*_loss_mask`` covers that response and its EOS only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from lmx.data.chat import ChatStats, ChatTemplate, Truncation, fit_to_length, jsonl_records, parse_messages, text_field
+from lmx.data.sft import example_batches, sequence_record
+from lmx.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+    prompt: np.ndarray  # [P] int32, shared by both responses
+    chosen: np.ndarray  # [C] int32, ends with <eos> unless truncated
+    rejected: np.ndarray  # [R] int32
+
+
+def read_preference(
+    patterns: str | Sequence[str], template: ChatTemplate, seq_len: int, truncation: Truncation = "drop"
+) -> tuple[list[PreferencePair], ChatStats]:
+    """Reads and encodes every pair. A pair is kept only if both sides fit (after truncation)."""
+    stats, pairs = ChatStats(), []
+    for where, record in jsonl_records(patterns):
+        stats.records += 1
+        messages = parse_messages(record, where)
+        if messages[-1].role == "assistant":
+            raise DataError(f"{where}: the prompt must not end with an assistant message ('chosen' answers it)")
+        prompt = template.prompt_ids(messages)
+        sides = []
+        for field in ("chosen", "rejected"):
+            side_stats = ChatStats()
+            ids = fit_to_length(
+                prompt, template.response_ids(text_field(record, field, where)), seq_len, truncation, side_stats
+            )
+            sides.append((ids, side_stats))
+        if any(ids is None for ids, _ in sides):
+            stats.dropped += 1
+            continue
+        stats.truncated += any(s.truncated for _, s in sides)
+        stats.kept += 1
+        stats.prompt_tokens += len(prompt)
+        stats.response_tokens += sum(len(ids) for ids, _ in sides)
+        pairs.append(PreferencePair(prompt, sides[0][0], sides[1][0]))
+    if not pairs:
+        raise DataError(f"{patterns}: no usable preference pairs ({stats.records} records, {stats.dropped} dropped)")
+    return pairs, stats
+
+
+def pair_record(pair: PreferencePair, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+    record: dict[str, np.ndarray] = {"prompt_length": np.int32(len(pair.prompt))}
+    for side, response in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+        for key, value in sequence_record(pair.prompt, response, seq_len, pad_id).items():
+            record[f"{side}_{key}"] = value
+    return record
+
+
+def preference_batches(
+    pairs: Sequence[PreferencePair], seq_len: int, global_batch: int, seed: int, pad_id: int = 0, **kwargs: Any
+) -> grain.IterDataset:
+    """Batches of paired rows (see the module docstring); `kwargs` as in `lmx.data.sft.example_batches`."""
+    return example_batches(len(pairs), lambda i: pair_record(pairs[i], seq_len, pad_id), global_batch, seed, **kwargs)
