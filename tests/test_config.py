@@ -41,6 +41,7 @@ def test_overrides_change_related_keys_together():
         ("model.d_modle=3", "did you mean model.d_model"),
         ("modle.d_model=3", "did you mean model.d_model"),
         ("optim.learning_rat=1", "did you mean optim.learning_rate"),
+        ("log.wandb.projet=x", "did you mean log.wandb.project"),
     ],
 )
 def test_unknown_key_names_the_closest_valid_keys(override, expected):
@@ -62,6 +63,11 @@ def test_unknown_key_names_the_closest_valid_keys(override, expected):
         ({"model.mlp": "relu"}, "model.mlp='relu'"),
         ({"model.d_model": "many"}, "model.d_model='many'"),
         ({"mesh.data": "0"}, "mesh.data=0"),
+        ({"train.nonfinite": "ignore"}, "train.nonfinite='ignore'"),
+        ({"eval.every_steps": "10", "eval.batches": "0"}, "eval.batches=0"),
+        ({"checkpoint.max_to_keep": "0"}, "checkpoint.max_to_keep=0"),
+        ({"log.every_steps": "0"}, "log.every_steps=0"),
+        ({"log.wandb.mode": "cloud"}, "log.wandb.mode='cloud'"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_key_and_value(override, key):

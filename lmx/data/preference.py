@@ -16,7 +16,8 @@ import grain
 import numpy as np
 
 from lmx.data.chat import ChatStats, ChatTemplate, Truncation, fit_to_length, jsonl_records, parse_messages, text_field
-from lmx.data.sft import example_batches, sequence_record
+from lmx.data.pretrain import record_batches
+from lmx.data.sft import sequence_record
 from lmx.errors import DataError
 
 
@@ -69,5 +70,5 @@ def pair_record(pair: PreferencePair, seq_len: int, pad_id: int) -> dict[str, np
 def preference_batches(
     pairs: Sequence[PreferencePair], seq_len: int, global_batch: int, seed: int, pad_id: int = 0, **kwargs: Any
 ) -> grain.IterDataset:
-    """Batches of paired rows (see the module docstring); `kwargs` as in `lmx.data.sft.example_batches`."""
-    return example_batches(len(pairs), lambda i: pair_record(pairs[i], seq_len, pad_id), global_batch, seed, **kwargs)
+    """Batches of paired rows (see the module docstring); `kwargs` as in `lmx.data.pretrain.record_batches`."""
+    return record_batches(len(pairs), lambda i: pair_record(pairs[i], seq_len, pad_id), global_batch, seed, **kwargs)

@@ -15,8 +15,9 @@ trainer through Orbax, so a resumed run sees exactly the batches it would have s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import grain
 import numpy as np
@@ -76,6 +77,33 @@ def window_order(
     return ds[process_index::process_count]
 
 
+def record_batches(
+    n_records: int,
+    record: Callable[[int], dict[str, Any]],
+    global_batch: int,
+    seed: int,
+    shuffle: bool = True,
+    epochs: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_threads: int = 2,
+) -> grain.IterDataset:
+    """Per-process batches of ``record(i)`` for i in the order of `window_order`.
+
+    The shared batching of every lmx pipeline (pretraining windows, SFT rows, preference pairs):
+    shuffled from `seed` and reshuffled each epoch, sliced per process, `global_batch //
+    process_count` rows per batch; the iterator's state saves and restores through Orbax.
+    """
+    if global_batch % process_count:
+        raise ConfigError(f"train.batch_size={global_batch}: not divisible by the {process_count} processes")
+    per_process = global_batch // process_count
+    if epochs is not None and n_records * epochs // process_count < per_process:
+        raise DataError(f"{n_records} records x {epochs} epochs are fewer than one batch of {global_batch}")
+    ds = window_order(n_records, seed, shuffle, epochs, process_index, process_count)
+    ds = ds.map(record).batch(per_process, drop_remainder=True)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
+
+
 def pretrain_batches(
     prepared_dir: str | Path,
     split: Split,
@@ -90,9 +118,7 @@ def pretrain_batches(
     num_threads: int = 2,
 ) -> grain.IterDataset:
     """Per-process batches of `global_batch // process_count` windows. Iterate it with `iter()`."""
-    if global_batch % process_count:
-        raise ConfigError(f"train.batch_size={global_batch}: not divisible by the {process_count} processes")
     source = TokenWindows(prepared_dir, split, seq_len, packing)
-    ds = window_order(len(source), seed, shuffle, epochs, process_index, process_count)
-    ds = ds.map(source.__getitem__).batch(global_batch // process_count, drop_remainder=True)
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
+    return record_batches(
+        len(source), source.__getitem__, global_batch, seed, shuffle, epochs, process_index, process_count, num_threads
+    )

@@ -10,15 +10,15 @@ padding weigh nothing. Padding rows and columns have segment id 0, so attention 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grain
 import numpy as np
 
 from lmx.data.chat import ChatStats, ChatTemplate, Truncation, fit_to_length, jsonl_records, parse_messages, text_field
-from lmx.data.pretrain import window_order
-from lmx.errors import ConfigError, DataError
+from lmx.data.pretrain import record_batches
+from lmx.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,34 +76,11 @@ def sequence_record(prompt: np.ndarray, response: np.ndarray, seq_len: int, pad_
     return record
 
 
-def example_batches(
-    n_examples: int,
-    record: Callable[[int], dict[str, Any]],
-    global_batch: int,
-    seed: int,
-    shuffle: bool = True,
-    epochs: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
-    num_threads: int = 2,
-) -> grain.IterDataset:
-    """Per-process batches of ``record(i)``: shuffled from `seed` and reshuffled each epoch,
-    sliced per process; the iterator's state saves and restores through Orbax like pretraining's."""
-    if global_batch % process_count:
-        raise ConfigError(f"train.batch_size={global_batch}: not divisible by the {process_count} processes")
-    per_process = global_batch // process_count
-    if n_examples // process_count < per_process:
-        raise DataError(f"{n_examples} examples are fewer than one batch of {global_batch}")
-    ds = window_order(n_examples, seed, shuffle, epochs, process_index, process_count)
-    ds = ds.map(record).batch(per_process, drop_remainder=True)
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
-
-
 def sft_batches(
     examples: Sequence[SftExample], seq_len: int, global_batch: int, seed: int, pad_id: int = 0, **kwargs: Any
 ) -> grain.IterDataset:
-    """Batches of padded SFT rows (see the module docstring); `kwargs` as in `example_batches`."""
-    return example_batches(
+    """Batches of padded SFT rows (see the module docstring); `kwargs` as in `record_batches`."""
+    return record_batches(
         len(examples),
         lambda i: sequence_record(examples[i].prompt, examples[i].response, seq_len, pad_id),
         global_batch,
