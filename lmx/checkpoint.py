@@ -75,33 +75,37 @@ class Checkpoints:
         failures = []
         for step in reversed(self.steps()):
             try:
-                meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            except Exception as e:
-                meta = e
-            if check_meta and isinstance(meta, dict):
-                check_meta(self.directory / str(step), dict(meta))
+                meta = dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+            except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+                self._set_aside(step, e, failures)
+                continue
+            if check_meta:
+                check_meta(self.directory / str(step), meta)
             try:
                 restored = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
                         state=ocp.args.StandardRestore(abstract_state),
                         data=grain.checkpoint.CheckpointRestore(data_iterator),
-                        meta=ocp.args.JsonRestore(),
                     ),
                 )
-            except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-                failures.append(f"step {step}: {reason}")
-                self.log(f"warning: checkpoint {self.directory / str(step)} failed to restore ({reason})")
-                self._quarantine(step)
+            except Exception as e:
+                self._set_aside(step, e, failures)
                 continue
-            return restored["state"], dict(restored["meta"])
+            return restored["state"], meta
         if failures:
             raise CheckpointError(
                 f"{self.directory}: no checkpoint could be restored ({'; '.join(failures)}); "
                 f"the damaged ones were moved to {self._quarantine_dir()}"
             )
         return None
+
+    def _set_aside(self, step: int, error: Exception, failures: list[str]) -> None:
+        """Reports a checkpoint that failed to restore and moves it out of the way."""
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+        failures.append(f"step {step}: {reason}")
+        self.log(f"warning: checkpoint {self.directory / str(step)} failed to restore ({reason})")
+        self._quarantine(step)
 
     def restore_state(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
         """``(step, state)`` of one checkpoint (the latest by default), without the data iterator."""

@@ -21,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lmx.config import Config
 from lmx.data.corpus import Split
 from lmx.data.pretrain import Packing, TokenWindows
+from lmx.errors import ConfigError
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 from lmx.train.losses import cross_entropy_sums
-from lmx.train.steps import Batch, sharded_sums, step_batch_sharding
+from lmx.train.steps import DATA_AXIS, Batch, sharded_sums, step_batch_sharding
 
 Array = jax.Array
 
@@ -72,6 +74,35 @@ def eval_batches(
             pad = per_process - rows
             batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
         yield batch
+
+
+def eval_batch_size(cfg: Config, mesh: Mesh) -> int:
+    """The global evaluation batch (``eval.batch_size``, else ``train.batch_size``), checked to
+    split evenly over the mesh's data axis and the processes."""
+    size = cfg.eval.batch_size or cfg.train.batch_size
+    if size % (mesh.shape[DATA_AXIS] * jax.process_count()):
+        raise ConfigError(
+            f"eval.batch_size={size}: must be divisible by the mesh data size ({mesh.shape[DATA_AXIS]}) "
+            f"and the processes ({jax.process_count()})"
+        )
+    return size
+
+
+def config_eval_batches(
+    cfg: Config, mesh: Mesh, prepared_dir: str | Path, split: Split, max_batches: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """`eval_batches` of a split with a run config's sequence length, packing and batch size,
+    for this process."""
+    return eval_batches(
+        prepared_dir,
+        split,
+        cfg.data.seq_len,
+        eval_batch_size(cfg, mesh),
+        cfg.data.packing,
+        max_batches,
+        jax.process_index(),
+        jax.process_count(),
+    )
 
 
 def make_eval_step(
@@ -146,9 +177,7 @@ def evaluate_run(run_dir: str | Path, split: Split = "validation", max_batches: 
     Returns ``(step, EvalResult)``.
     """
     from lmx.checkpoint import Checkpoints
-    from lmx.config import Config
     from lmx.data.prepare import ensure_prepared
-    from lmx.errors import ConfigError
     from lmx.train.setup import setup_training
 
     run_dir = Path(run_dir)
@@ -164,15 +193,5 @@ def evaluate_run(run_dir: str | Path, split: Split = "validation", max_batches: 
     finally:
         checkpoints.close()
     eval_step = make_eval_step(setup.model, setup.mesh, cfg.mesh.rules, tokenizer.byte_lengths(cfg.model.vocab_size))
-    batch_size = cfg.eval.batch_size or cfg.train.batch_size
-    batches = eval_batches(
-        prepared_dir,
-        split,
-        cfg.data.seq_len,
-        batch_size,
-        cfg.data.packing,
-        max_batches,
-        jax.process_index(),
-        jax.process_count(),
-    )
+    batches = config_eval_batches(cfg, setup.mesh, prepared_dir, split, max_batches)
     return step, evaluate(eval_step, state.params, batches, step_batch_sharding(setup.mesh))

@@ -29,7 +29,7 @@ from lmx.config import Config
 from lmx.data.prepare import ensure_prepared, load_split
 from lmx.data.pretrain import pretrain_batches
 from lmx.errors import CheckpointError, ConfigError, NonFiniteError
-from lmx.evaluate import EvalResult, eval_batches, evaluate, make_eval_step, unigram_loss
+from lmx.evaluate import EvalResult, config_eval_batches, eval_batch_size, evaluate, make_eval_step, unigram_loss
 from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
 from lmx.scaling.flops import flops_per_token_detailed, param_counts
 from lmx.scaling.hardware import peak_flops
@@ -93,12 +93,7 @@ class Trainer:
         self.setup = setup_training(cfg, devices, init=False)
         self.mesh = self.setup.mesh
         self.batch_sharding = step_batch_sharding(self.mesh)
-        self.eval_batch_size = cfg.eval.batch_size or cfg.train.batch_size
-        if self.eval_batch_size % (self.mesh.shape["data"] * jax.process_count()):
-            raise ConfigError(
-                f"eval.batch_size={self.eval_batch_size}: must be divisible by the mesh data size "
-                f"({self.mesh.shape['data']}) and the processes ({jax.process_count()})"
-            )
+        eval_batch_size(cfg, self.mesh)  # a bad eval.batch_size fails now, not at the first evaluation
         self.data_iterator = iter(
             pretrain_batches(
                 self.prepared_dir,
@@ -113,6 +108,7 @@ class Trainer:
             )
         )
         self.checkpoints = Checkpoints(self.run_dir / "checkpoints", cfg.checkpoint)
+        self._last_saved: int | None = None  # the newest step saved (or restored) by this launch
         self.byte_lengths = tokenizer.byte_lengths(cfg.model.vocab_size)
         self.loss_fn = make_loss(self.setup) if make_loss else None
 
@@ -133,8 +129,7 @@ class Trainer:
                 before = _flatten(json.loads(path.read_text()))
             except json.JSONDecodeError:
                 before = {}
-            now = _flatten(self.cfg.to_dict())
-            changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            changed = _changed_keys(before, _flatten(self.cfg.to_dict()))
             if changed:
                 print(f"warning: {path}: config changed since the last launch: {', '.join(changed)}")
         tmp = path.with_suffix(".json.partial")
@@ -159,7 +154,7 @@ class Trainer:
         """A checkpoint of another model (or sequence length) is not this run's to resume."""
         saved = _flatten({"model": meta.get("config", {}).get("model", {})})
         now = _flatten({"model": self.cfg.to_dict()["model"]})
-        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        changed = _changed_keys(saved, now)
         if saved and changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise CheckpointError(
@@ -248,7 +243,7 @@ class Trainer:
             summary = None
             if status == "completed":
                 summary = self._finish(state, eval_step, step, train_time, compile_s, log)
-                _write(sinks, progress, step, {k: v for k, v in summary["final_eval"].items()})
+                _write(sinks, progress, step, summary["final_eval"])
             return RunResult(status, step, summary)
         finally:
             self.checkpoints.close()
@@ -284,10 +279,11 @@ class Trainer:
         """Under ``train.nonfinite=stop``, raises for the first non-finite step of the window."""
         if self.cfg.train.nonfinite != "stop" or not pending:
             return
-        flags = [float(m["nonfinite"]) for m in jax.device_get(pending)]
+        fetched = jax.device_get(pending)  # a no-op for metrics the log step already fetched
+        flags = [float(m["nonfinite"]) for m in fetched]
         if any(flags):
             first = flags.index(1.0)
-            bad = jax.device_get(pending[first])
+            bad = fetched[first]
             bad_step = step - len(pending) + 1 + first
             kept = f"step {self._last_saved}" if self._last_saved else "none"
             raise NonFiniteError(
@@ -311,16 +307,7 @@ class Trainer:
         self._last_saved = step
 
     def _evaluate(self, eval_step: Callable, params: Any, max_batches: int) -> EvalResult:
-        batches = eval_batches(
-            self.prepared_dir,
-            "validation",
-            self.cfg.data.seq_len,
-            self.eval_batch_size,
-            self.cfg.data.packing,
-            max_batches,
-            jax.process_index(),
-            jax.process_count(),
-        )
+        batches = config_eval_batches(self.cfg, self.mesh, self.prepared_dir, "validation", max_batches)
         return evaluate(eval_step, params, batches, self.batch_sharding)
 
     def _finish(
@@ -376,6 +363,10 @@ def _describe(result: EvalResult) -> str:
         f"validation loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, "
         f"{result.bits_per_byte:.4f} bits/byte over {result.tokens:,} tokens"
     )
+
+
+def _changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
