@@ -52,19 +52,106 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.task:
+        return _eval_task(args)
     import json
     from pathlib import Path
 
     from lmx.evaluate import evaluate_run
 
-    step, result = evaluate_run(args.run_dir, args.split, args.batches, args.step)
+    step, result = evaluate_run(args.run_dir, args.split, args.batches, args.step, args.text, args.tokens)
+    source = args.text or args.tokens or args.split
     print(
-        f"{args.run_dir} step {step}, {args.split}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, "
+        f"{args.run_dir} step {step}, {source}: loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, "
         f"{result.bits_per_byte:.4f} bits/byte ({result.tokens:,} tokens, {result.bytes:,} bytes)"
     )
-    out = Path(args.run_dir) / f"eval-{args.split}-step{step}.json"
-    out.write_text(json.dumps({"step": step, "split": args.split, **result.to_dict()}, indent=2) + "\n")
+    if args.text or args.tokens:
+        out = Path(args.run_dir) / f"eval-{_slug(str(source))}-step{step}.json"
+    else:
+        out = Path(args.run_dir) / f"eval-{args.split}-step{step}.json"
+    out.write_text(json.dumps({"step": step, "source": str(source), **result.to_dict()}, indent=2) + "\n")
     print(f"wrote {out}")
+    return 0
+
+
+def _slug(text: str) -> str:
+    import hashlib
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9]+", "_", text.rsplit("/", 1)[-1]).strip("_")[:40]
+    return f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _eval_task(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lmx.errors import DataError
+    from lmx.fewshot import ChoiceScorer, evaluate_choices, read_choice_items
+    from lmx.runs import load_run
+
+    items = read_choice_items(args.task)
+    run = load_run(args.run_dir, args.step)
+    if run.tokenizer is None:
+        raise DataError(f"{args.run_dir}: no tokenizer.model")
+    cfg = run.cfg
+    scorer = ChoiceScorer(
+        run.setup.model,
+        run.params,
+        run.setup.mesh,
+        cfg.mesh.rules,
+        cfg.eval.batch_size or cfg.train.batch_size,
+        cfg.data.seq_len,
+    )
+    rows = []
+    for shots in args.shots:
+        result = evaluate_choices(scorer, run.tokenizer, items, shots, args.seed, args.separator)
+        print(
+            f"{args.task} {shots}-shot: accuracy {result.accuracy:.3f} (per token {result.accuracy_per_token:.3f}, "
+            f"per byte {result.accuracy_per_byte:.3f}) over {result.items} items"
+        )
+        rows.append({"step": run.step, "task": str(args.task), **result.to_dict()})
+    out = Path(args.run_dir) / f"eval-task-{_slug(str(args.task))}-step{run.step}.json"
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from lmx.errors import DataError
+    from lmx.generate import Generator, TextStream, read_prompts
+    from lmx.runs import load_run
+    from lmx.sampling import Sampling
+
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if (args.prompt is None) == (args.prompts_file is None):
+        raise DataError("give exactly one of --prompt and --prompts-file")
+    texts, names = ([args.prompt], ["--prompt"]) if args.prompt is not None else read_prompts(args.prompts_file)
+    run = load_run(args.run_dir, args.step)
+    tokenizer = run.tokenizer
+    if tokenizer is None:
+        raise DataError(f"{args.run_dir}: no tokenizer.model")
+    prompts = tokenizer.encode_batch(texts)
+    batch = 1 if len(prompts) == 1 else min(args.batch_size, len(prompts))
+    generator = Generator(run.setup.model, run.params, run.setup.mesh, run.cfg.mesh.rules, batch, tokenizer.eos_id)
+    if len(prompts) == 1:
+        stream = TextStream(tokenizer, texts[0])
+        result = generator.generate(prompts, args.max_new_tokens, sampling, lambda _, t: stream.add(t), names)[0]
+        stream.finish(result.finish_reason)
+        return 0
+    results = generator.generate(prompts, args.max_new_tokens, sampling, names=names)
+    for name, text, result in zip(names, texts, results, strict=True):
+        print(f"=== {name} ({len(result.tokens)} tokens, stopped by {result.finish_reason})")
+        print(text + tokenizer.decode(result.tokens))
+    return 0
+
+
+def _cmd_data_icl(args: argparse.Namespace) -> int:
+    from lmx.data.icl import write_recall_task
+
+    paths = write_recall_task(args.out, args.documents, args.seed)
+    print(f"wrote {paths['corpus']} ({args.documents} episodes) and {paths['task']}")
+    print(f"pretrain on it with --set data.corpus='text:{paths['corpus']}/*.txt'")
     return 0
 
 
@@ -115,12 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="where checkpoints, metrics and the summary go (default runs/<name>)")
     train.set_defaults(func=_cmd_train)
 
-    evaluate = sub.add_parser("eval", help="evaluate a run's latest checkpoint: loss, perplexity, bits per byte")
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a run: loss, perplexity, bits per byte; or k-shot accuracy on a task (--task)"
+    )
     evaluate.add_argument("run_dir", help="a run directory written by `lmx train`")
     evaluate.add_argument("--split", choices=["validation", "train"], default="validation")
+    evaluate.add_argument("--text", help="evaluate on this corpus instead: text:GLOB | jsonl:GLOB@FIELD | stdlib")
+    evaluate.add_argument("--tokens", help="evaluate on a .npy file of token ids instead (one stream)")
     evaluate.add_argument("--batches", type=int, default=0, help="evaluate at most this many batches (0: all)")
     evaluate.add_argument("--step", type=int, help="a checkpoint step other than the latest")
+    evaluate.add_argument("--task", help="multiple-choice JSONL ({context, choices, answer} per line)")
+    evaluate.add_argument(
+        "--shots", type=int, nargs="+", default=[0], help="in-context examples per item (several: one row each)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="which items become shots")
+    evaluate.add_argument("--separator", default="\n", help="between shots and the item (default: a newline)")
     evaluate.set_defaults(func=_cmd_eval)
+
+    generate = sub.add_parser("generate", help="generate text from a run's checkpoint (KV cache)")
+    generate.add_argument("run_dir", help="a run directory written by `lmx train`")
+    generate.add_argument("--prompt", help="one prompt; its tokens stream to the terminal")
+    generate.add_argument("--prompts-file", help="prompts, one per line (or JSONL with a 'prompt' field)")
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    generate.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: off)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    generate.add_argument("--step", type=int, help="a checkpoint step other than the latest")
+    generate.set_defaults(func=_cmd_generate)
 
     tokenizer = sub.add_parser("tokenizer", help="SentencePiece tokenizers").add_subparsers(
         dest="action", required=True
@@ -139,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("config", help="config file; its data section names corpus, tokenizer and directory")
     prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.corpus=...")
     prep.set_defaults(func=_cmd_data_prepare)
+    icl = data.add_parser("icl-task", help="write the in-context recall task: a pretraining corpus and task.jsonl")
+    icl.add_argument("out", help="output directory")
+    icl.add_argument("--documents", type=int, default=4000, help="pretraining episodes")
+    icl.add_argument("--seed", type=int, default=0)
+    icl.set_defaults(func=_cmd_data_icl)
     return parser
 
 

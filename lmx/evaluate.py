@@ -22,9 +22,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lmx.config import Config
-from lmx.data.corpus import Split
+from lmx.data.corpus import Corpus, Split
 from lmx.data.pretrain import Packing, TokenWindows
-from lmx.errors import ConfigError
+from lmx.data.tokenizer import Tokenizer
+from lmx.errors import ConfigError, DataError
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 from lmx.train.losses import cross_entropy_sums
@@ -46,21 +47,17 @@ class EvalResult:
 
 
 def eval_batches(
-    prepared_dir: str | Path,
-    split: Split,
-    seq_len: int,
+    source: TokenWindows,
     global_batch: int,
-    packing: Packing = "document",
     max_batches: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The split's windows in order, `global_batch // process_count` per process and batch.
+    """The windows of `source` in order, `global_batch // process_count` per process and batch.
 
     All batches have one shape (one compilation): the last is padded with rows of zero weight.
     `max_batches` > 0 stops after that many (always the same ones, so evaluations compare).
     """
-    source = TokenWindows(prepared_dir, split, seq_len, packing)
     per_process = global_batch // process_count
     n_batches = -(-len(source) // global_batch)
     if max_batches:
@@ -91,18 +88,18 @@ def eval_batch_size(cfg: Config, mesh: Mesh) -> int:
 def config_eval_batches(
     cfg: Config, mesh: Mesh, prepared_dir: str | Path, split: Split, max_batches: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    """`eval_batches` of a split with a run config's sequence length, packing and batch size,
-    for this process."""
-    return eval_batches(
-        prepared_dir,
-        split,
-        cfg.data.seq_len,
-        eval_batch_size(cfg, mesh),
-        cfg.data.packing,
-        max_batches,
-        jax.process_index(),
-        jax.process_count(),
+    """`eval_batches` of a prepared split with a run config's sequence length, packing and batch
+    size, for this process."""
+    return source_eval_batches(
+        cfg, mesh, TokenWindows(prepared_dir, split, cfg.data.seq_len, cfg.data.packing), max_batches
     )
+
+
+def source_eval_batches(
+    cfg: Config, mesh: Mesh, source: TokenWindows, max_batches: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """`eval_batches` of any windows with a run config's batch size, for this process."""
+    return eval_batches(source, eval_batch_size(cfg, mesh), max_batches, jax.process_index(), jax.process_count())
 
 
 def make_eval_step(
@@ -171,27 +168,59 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
     return float(-log_p[np.asarray(eval_tokens)].mean())
 
 
-def evaluate_run(run_dir: str | Path, split: Split = "validation", max_batches: int = 0, step: int | None = None):
-    """Evaluates a run directory's checkpoint (the latest by default) with the run's own config.
+def text_windows(spec: str, tokenizer: Tokenizer, seq_len: int, packing: Packing) -> TokenWindows:
+    """Windows of every document of a corpus spec (``text:GLOB``, ``jsonl:GLOB@FIELD``, ``stdlib``),
+    tokenized as in training: each document followed by EOS."""
+    docs = [d.text for d in Corpus.parse(spec).documents(None)]
+    ids = tokenizer.encode_batch(docs)
+    lengths = np.array([len(x) + 1 for x in ids], np.int64)
+    tokens = np.fromiter((t for x in ids for t in (*x, tokenizer.eos_id)), np.int32, count=int(lengths.sum()))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return TokenWindows.from_tokens(tokens, offsets, seq_len, packing, f"corpus {spec!r}")
+
+
+def token_file_windows(path: str | Path, vocab_size: int, seq_len: int) -> TokenWindows:
+    """Windows of a 1-D integer array of token ids in a ``.npy`` file, read as one stream."""
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read a .npy token file ({e})") from None
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise DataError(f"{path}: expected a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
+    if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise DataError(f"{path}: token ids must lie in [0, {vocab_size}), found [{tokens.min()}, {tokens.max()}]")
+    return TokenWindows.from_tokens(tokens, np.array([0, len(tokens)]), seq_len, "concat", str(path))
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: Split = "validation",
+    max_batches: int = 0,
+    step: int | None = None,
+    text: str | None = None,
+    tokens_file: str | Path | None = None,
+) -> tuple[int, EvalResult]:
+    """Evaluates a run directory's checkpoint (the latest by default) with the run's own config:
+    on a split of its corpus, or on any text (`text`, a corpus spec) or token file (`tokens_file`).
 
     Returns ``(step, EvalResult)``.
     """
-    from lmx.checkpoint import Checkpoints
     from lmx.data.prepare import ensure_prepared
-    from lmx.train.setup import setup_training
+    from lmx.runs import load_run
 
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = Config.from_json(config_path.read_text())
-    tokenizer, prepared_dir, _ = ensure_prepared(cfg.data, cfg.model.vocab_size)
-    setup = setup_training(cfg, init=False)
-    checkpoints = Checkpoints(run_dir / "checkpoints", cfg.checkpoint)
-    try:
-        step, state = checkpoints.restore_state(setup.abstract_state, step)
-    finally:
-        checkpoints.close()
-    eval_step = make_eval_step(setup.model, setup.mesh, cfg.mesh.rules, tokenizer.byte_lengths(cfg.model.vocab_size))
-    batches = config_eval_batches(cfg, setup.mesh, prepared_dir, split, max_batches)
-    return step, evaluate(eval_step, state.params, batches, step_batch_sharding(setup.mesh))
+    run = load_run(run_dir, step)
+    cfg, mesh = run.cfg, run.setup.mesh
+    if text is not None or tokens_file is not None:
+        tokenizer = run.tokenizer
+        if tokenizer is None:
+            raise DataError(f"{run_dir}: no tokenizer.model to encode the evaluation text with")
+        if tokens_file is not None:
+            source = token_file_windows(tokens_file, cfg.model.vocab_size, cfg.data.seq_len)
+        else:
+            source = text_windows(text, tokenizer, cfg.data.seq_len, cfg.data.packing)
+        batches = source_eval_batches(cfg, mesh, source, max_batches)
+    else:
+        tokenizer, prepared_dir, _ = ensure_prepared(cfg.data, cfg.model.vocab_size)
+        batches = config_eval_batches(cfg, mesh, prepared_dir, split, max_batches)
+    eval_step = make_eval_step(run.setup.model, mesh, cfg.mesh.rules, tokenizer.byte_lengths(cfg.model.vocab_size))
+    return run.step, evaluate(eval_step, run.params, batches, step_batch_sharding(mesh))

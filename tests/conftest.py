@@ -11,7 +11,7 @@ import sysconfig
 import jax
 import pytest
 
-from lmx.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from lmx.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, load_config
 from lmx.data.corpus import Corpus
 from lmx.data.tokenizer import train_tokenizer
 
@@ -62,6 +62,22 @@ def loop_config_file(tmp_path_factory):
     path = root / "loop.py"
     path.write_text(LOOP_CONFIG.format(corpus=CORPUS, data_dir=str(root / "data")))
     return path
+
+
+def loop_config(path, **overrides) -> Config:
+    return load_config(path, {k: str(v) for k, v in overrides.items()})
+
+
+@pytest.fixture(scope="session")
+def full_run(loop_config_file, tmp_path_factory):
+    """An uninterrupted 30-step run on a (2,2,2) mesh: the reference the resume tests compare to,
+    and a trained run for the evaluation and generation tests (which must not change it)."""
+    from lmx.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp("full")
+    cfg = loop_config(loop_config_file, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "eval.every_steps": 10})
+    result = train(cfg, run_dir)
+    return cfg, run_dir, result
 
 
 @pytest.fixture(scope="session")

@@ -8,18 +8,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import loop_config
 
 from lmx.checkpoint import Checkpoints
 from lmx.cli import main
-from lmx.config import Config, load_config
+from lmx.config import Config
 from lmx.errors import CheckpointError, NonFiniteError
 from lmx.metrics import read_jsonl
 from lmx.train.loop import train
 from lmx.train.setup import setup_training
-
-
-def loop_config(path: Path, **overrides) -> Config:
-    return load_config(path, {k: str(v) for k, v in overrides.items()})
 
 
 def final_params(run_dir: Path, cfg: Config, mesh: dict | None = None):
@@ -41,15 +38,6 @@ def losses(run_dir: Path) -> dict[int, float]:
 def assert_trees_equal(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
-
-
-@pytest.fixture(scope="session")
-def full_run(loop_config_file, tmp_path_factory):
-    """An uninterrupted 30-step run on a (2,2,2) mesh: the reference the resume tests compare to."""
-    run_dir = tmp_path_factory.mktemp("full")
-    cfg = loop_config(loop_config_file, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "eval.every_steps": 10})
-    result = train(cfg, run_dir)
-    return cfg, run_dir, result
 
 
 def test_run_directory_holds_config_metrics_checkpoints_and_summary(full_run):

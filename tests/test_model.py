@@ -97,7 +97,7 @@ def test_attention_equals_plain_multi_head_attention(n_kv_heads):
     pos = jnp.broadcast_to(jnp.arange(L), (B, L))
     attn = Attention(cfg)
     p = nn.unbox(attn.init(jax.random.key(2), x, seg, pos))["params"]
-    out = attn.apply({"params": p}, x, seg, pos)
+    out, _ = attn.apply({"params": p}, x, seg, pos)
     if n_kv_heads < cfg.n_heads:  # GQA: each kv head serves n_heads // n_kv_heads query heads
         rep = cfg.n_heads // n_kv_heads
         p = dict(

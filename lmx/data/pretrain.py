@@ -33,13 +33,24 @@ class TokenWindows:
     """Random access to the windows of one split (a Grain data source)."""
 
     def __init__(self, prepared_dir: str | Path, split: Split, seq_len: int, packing: Packing = "document") -> None:
-        self.tokens, self.offsets, self.meta = load_split(prepared_dir, split)
+        tokens, offsets, _ = load_split(prepared_dir, split)
+        self._init(tokens, offsets, seq_len, packing, f"{prepared_dir}: split {split!r}")
+
+    @classmethod
+    def from_tokens(
+        cls, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, packing: Packing, name: str
+    ) -> TokenWindows:
+        """Windows of a token array whose documents start at `offsets` (ending with its length)."""
+        windows = cls.__new__(cls)
+        windows._init(tokens, offsets, seq_len, packing, name)
+        return windows
+
+    def _init(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, packing: Packing, name: str) -> None:
+        self.tokens, self.offsets = tokens, offsets
         self.seq_len, self.packing = seq_len, packing
         self.n_windows = (len(self.tokens) - 1) // seq_len
         if self.n_windows < 1:
-            raise DataError(
-                f"{prepared_dir}: split {split!r} has {len(self.tokens)} tokens, fewer than one window of {seq_len + 1}"
-            )
+            raise DataError(f"{name} has {len(self.tokens)} tokens, fewer than one window of {seq_len + 1}")
 
     def __len__(self) -> int:
         return self.n_windows

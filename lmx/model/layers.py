@@ -7,6 +7,7 @@ K kv heads, G = H // K query heads per kv head, E head dim, F MLP width, V vocab
 from __future__ import annotations
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -103,13 +104,52 @@ def dot_product_attention(q_BxLxHxE: Array, k_BxSxKxE: Array, v_BxSxKxE: Array, 
     return out_BxLxKxGxE.reshape(b, length, h, e)
 
 
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of every layer for decoding, in slots along a fixed length S.
+
+    A step writes its L new tokens at slots ``[index, index + L)`` of every row; ``segment_ids``
+    marks written slots (0 = empty or padding, never attended). Slots are stream indices (causality
+    is by slot), while RoPE uses each token's own position, so rows of different prompt lengths
+    share one ``index``: prompts are left-padded.
+    """
+
+    k: Array  # [N, B, S, K, E]
+    v: Array  # [N, B, S, K, E]
+    segment_ids: Array  # [B, S] int32
+    index: Array  # int32 scalar: the next slot to write
+
+    AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
+
+    @classmethod
+    def zeros(cls, cfg: ModelConfig, batch: int, length: int) -> KVCache:
+        shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+        return cls(
+            k=jnp.zeros(shape, cfg.dtype),
+            v=jnp.zeros(shape, cfg.dtype),
+            segment_ids=jnp.zeros((batch, length), jnp.int32),
+            index=jnp.zeros((), jnp.int32),
+        )
+
+
+# One layer's view of the cache inside the layer stack: (k, v) [B, S, K, E], slot segment ids
+# [B, S] (already including the new tokens) and the write index.
+LayerCache = tuple[Array, Array, Array, Array]
+
+
 class Attention(nn.Module):
-    """Causal self-attention with grouped-query heads, RoPE and optional QK-norm."""
+    """Causal self-attention with grouped-query heads, RoPE and optional QK-norm.
+
+    Without a cache it attends within the L tokens given; with one (decoding) it writes their keys
+    and values into the cache and attends over all written slots, returning the updated (k, v).
+    """
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array) -> Array:
+    def __call__(
+        self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array, cache: LayerCache | None = None
+    ) -> tuple[Array, tuple[Array, Array] | None]:
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
@@ -132,12 +172,29 @@ class Attention(nn.Module):
         q_BxLxHxE = rope(q_BxLxHxE, positions_BxL, cfg.rope_theta)
         k_BxLxKxE = rope(k_BxLxKxE, positions_BxL, cfg.rope_theta)
 
-        index_BxL = jnp.broadcast_to(jnp.arange(x_BxLxD.shape[1]), segment_ids_BxL.shape)
-        mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
-        out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, mask_BxLxL)
+        length = x_BxLxD.shape[1]
+        if cache is None:
+            index_BxL = jnp.broadcast_to(jnp.arange(length), segment_ids_BxL.shape)
+            mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
+            out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, mask_BxLxL)
+            new_kv = None
+        else:
+            k_BxSxKxE, v_BxSxKxE, kv_segments_BxS, index = cache
+            names = KVCache.AXES[1:]
+            k_BxSxKxE = constrain(
+                jax.lax.dynamic_update_slice(k_BxSxKxE, k_BxLxKxE.astype(k_BxSxKxE.dtype), (0, index, 0, 0)), names
+            )
+            v_BxSxKxE = constrain(
+                jax.lax.dynamic_update_slice(v_BxSxKxE, v_BxLxKxE.astype(v_BxSxKxE.dtype), (0, index, 0, 0)), names
+            )
+            q_slots_BxL = jnp.broadcast_to(index + jnp.arange(length), segment_ids_BxL.shape)
+            kv_slots_BxS = jnp.broadcast_to(jnp.arange(kv_segments_BxS.shape[1]), kv_segments_BxS.shape)
+            mask_BxLxS = attention_mask(segment_ids_BxL, kv_segments_BxS, q_slots_BxL, kv_slots_BxS)
+            out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxSxKxE, v_BxSxKxE, mask_BxLxS)
+            new_kv = (k_BxSxKxE, v_BxSxKxE)
 
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: scale residual writes by depth
-        return nn.DenseGeneral(
+        out_BxLxD = nn.DenseGeneral(
             cfg.d_model,
             axis=(-2, -1),
             use_bias=False,
@@ -146,6 +203,7 @@ class Attention(nn.Module):
             kernel_init=nn.with_logical_partitioning(dense_init(out_std), ("heads", "head_dim", "embed")),
             name="out",
         )(out_BxLxHxE)
+        return out_BxLxD, new_kv
 
 
 class Mlp(nn.Module):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lmx.config import ModelConfig
-from lmx.model.layers import Attention, Embedding, Mlp, RMSNorm, dense_init
+from lmx.model.layers import Attention, Embedding, KVCache, LayerCache, Mlp, RMSNorm, dense_init
 
 Array = jax.Array
 
@@ -19,19 +19,30 @@ REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-    """One pre-norm residual block. Returns ``(x, None)`` so that it can be scanned over layers."""
+    """One pre-norm residual block. Returns ``(x, new (k, v) or None)`` so that it can be scanned
+    over layers (the layer's cache slice is scanned in and its update scanned out)."""
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array) -> tuple[Array, None]:
+    def __call__(
+        self,
+        x_BxLxD: Array,
+        segment_ids_BxL: Array,
+        positions_BxL: Array,
+        kv: tuple[Array, Array] | None = None,
+        kv_segments_BxS: Array | None = None,
+        index: Array | None = None,
+    ) -> tuple[Array, tuple[Array, Array] | None]:
         cfg = self.cfg
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        cache: LayerCache | None = None if kv is None else (*kv, kv_segments_BxS, index)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="attn_norm")(x_BxLxD)
-        x_BxLxD = x_BxLxD + Attention(cfg, name="attn")(h, segment_ids_BxL, positions_BxL)
+        attn_BxLxD, new_kv = Attention(cfg, name="attn")(h, segment_ids_BxL, positions_BxL, cache)
+        x_BxLxD = x_BxLxD + attn_BxLxD
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="mlp_norm")(x_BxLxD)
         x_BxLxD = x_BxLxD + Mlp(cfg, name="mlp")(h)
-        return x_BxLxD, None
+        return x_BxLxD, new_kv
 
 
 def _block_class(cfg: ModelConfig) -> type[nn.Module]:
@@ -60,7 +71,8 @@ class Transformer(nn.Module):
                 block,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast),
+                # segment ids, positions | this layer's (k, v) | slot segment ids, write index
+                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
                 length=cfg.n_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, name="layers")
@@ -85,13 +97,43 @@ class Transformer(nn.Module):
             segment_ids_BxL = jnp.ones_like(tokens_BxL)
         if positions_BxL is None:
             positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
-        x_BxLxD = self.embed(tokens_BxL)
+        h_BxLxD, _ = self._stack(self.embed(tokens_BxL), segment_ids_BxL, positions_BxL, None)
+        return h_BxLxD
+
+    def _stack(
+        self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array, cache: KVCache | None
+    ) -> tuple[Array, KVCache | None]:
+        """The layers and the final norm; with a cache, also the cache holding the new tokens."""
+        kv = kv_segments_BxS = index = None
+        if cache is not None:
+            index = cache.index
+            kv = (cache.k, cache.v)
+            kv_segments_BxS = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids_BxL, (0, index))
         if self.cfg.scan_layers:
-            x_BxLxD, _ = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL)
+            x_BxLxD, new_kv = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL, kv, kv_segments_BxS, index)
         else:
-            for block in self.blocks:
-                x_BxLxD, _ = block(x_BxLxD, segment_ids_BxL, positions_BxL)
-        return self.final_norm(x_BxLxD)
+            per_layer = []
+            for i, block in enumerate(self.blocks):
+                layer_kv = None if kv is None else (kv[0][i], kv[1][i])
+                x_BxLxD, out = block(x_BxLxD, segment_ids_BxL, positions_BxL, layer_kv, kv_segments_BxS, index)
+                per_layer.append(out)
+            new_kv = None if kv is None else tuple(jnp.stack(t) for t in zip(*per_layer, strict=True))
+        h_BxLxD = self.final_norm(x_BxLxD)
+        if cache is None:
+            return h_BxLxD, None
+        new_cache = KVCache(new_kv[0], new_kv[1], kv_segments_BxS, index + x_BxLxD.shape[1])
+        return h_BxLxD, new_cache
+
+    def decode(
+        self, tokens_BxL: Array, segment_ids_BxL: Array, positions_BxL: Array, cache: KVCache
+    ) -> tuple[Array, KVCache]:
+        """Feeds L new tokens through the cache: float32 logits ``[B, V]`` of the last one, and the
+        cache with their keys and values written at slots ``[cache.index, cache.index + L)``.
+
+        Prefill is a call with the (left-padded) prompts; each decoding step a call with L = 1.
+        """
+        h_BxLxD, new_cache = self._stack(self.embed(tokens_BxL), segment_ids_BxL, positions_BxL, cache)
+        return self.logits(h_BxLxD[:, -1:])[:, 0], new_cache
 
     def logits(self, h_BxLxD: Array) -> Array:
         logits_BxLxV = self.embed.attend(h_BxLxD) if self.cfg.tie_embeddings else self.unembed(h_BxLxD)

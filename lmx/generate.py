@@ -1,0 +1,281 @@
+"""Text generation with a KV cache: prefill the prompts once, then decode one token per step.
+
+Shapes are static, so the compiled functions are reused: one decoding step per (batch size, cache
+length), one prefill per (batch size, prompt bucket, cache length), prompt buckets being powers of
+two. Prompts of different lengths share a batch by left-padding: every row then writes the same
+cache slot at each step, while RoPE positions count each row's own tokens from 0. The cache is
+sharded by the model's logical axes (batch over the data axes, kv heads over tensor), like the
+activations of training.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lmx.data.tokenizer import Tokenizer
+from lmx.errors import DataError
+from lmx.model import Transformer
+from lmx.model.layers import KVCache
+from lmx.parallel.partitioner import partitioned
+from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for
+from lmx.sampling import GREEDY, Sampling, sample
+
+Array = jax.Array
+MIN_PREFILL = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    tokens: list[int]  # the new tokens, without the EOS that ended them
+    finish_reason: str  # "eos" or "length"
+
+
+def check_prompts(
+    prompts: Sequence[Sequence[int]], max_new_tokens: int, max_len: int, names: Sequence[str] | None = None
+) -> None:
+    """Raises DataError for an empty prompt or one that leaves no room for `max_new_tokens` within
+    `max_len` tokens (the model's context), naming the prompt (``names[i]``, e.g. ``file:line``)."""
+    if max_new_tokens < 1:
+        raise DataError(f"max_new_tokens={max_new_tokens}: must be at least 1")
+    for i, prompt in enumerate(prompts):
+        name = names[i] if names else f"prompt {i}"
+        if len(prompt) == 0:
+            raise DataError(f"{name}: empty prompt (it must hold at least one token)")
+        if len(prompt) + max_new_tokens > max_len:
+            raise DataError(
+                f"{name}: {len(prompt)} prompt tokens + max_new_tokens {max_new_tokens} exceed the model's "
+                f"context of {max_len} tokens"
+            )
+
+
+def prefill_width(longest: int, max_new_tokens: int, max_len: int) -> int:
+    """The padded prompt length: a power of two (at least MIN_PREFILL) that still leaves room."""
+    bucket = max(MIN_PREFILL, 1 << (longest - 1).bit_length())
+    return max(longest, min(bucket, max_len - max_new_tokens + 1))
+
+
+def left_pad(prompts: Sequence[Sequence[int]], rows: int, width: int, pad_id: int) -> dict[str, np.ndarray]:
+    """``tokens, segment_ids, positions`` ``[rows, width]``: prompts right-aligned, padding marked 0.
+    Rows beyond the prompts hold a single padding token (outputs discarded)."""
+    tokens = np.full((rows, width), pad_id, np.int32)
+    segment_ids = np.zeros((rows, width), np.int32)
+    positions = np.zeros((rows, width), np.int32)
+    for r in range(rows):
+        prompt = prompts[r] if r < len(prompts) else [pad_id]
+        n = len(prompt)
+        tokens[r, width - n :] = prompt
+        segment_ids[r, width - n :] = 1
+        positions[r, width - n :] = np.arange(n)
+    return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
+
+
+class Generator:
+    """Batched generation for one model and its parameters.
+
+    `batch_size` rows are decoded together (more prompts go in several batches; fewer are padded
+    with dummy rows), in a cache of `max_len` slots (by default the model's context).
+    ``traces`` counts how often each function was traced, i.e. compiled.
+    """
+
+    def __init__(
+        self,
+        model: Transformer,
+        params: Any,
+        mesh: Mesh,
+        rules: Rules,
+        batch_size: int,
+        eos_id: int,
+        pad_id: int = 0,
+        max_len: int | None = None,
+    ) -> None:
+        self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
+        self.batch_size, self.eos_id, self.pad_id = batch_size, eos_id, pad_id
+        self.max_len = max_len or model.cfg.max_seq_len
+        self.traces: collections.Counter[str] = collections.Counter()
+
+        def named(names: Sequence[str | None], shape: Sequence[int]) -> NamedSharding:
+            return NamedSharding(mesh, mesh_axes_for(names, shape, mesh, rules))
+
+        shapes = jax.eval_shape(lambda: KVCache.zeros(model.cfg, batch_size, self.max_len))
+        cache_shardings = KVCache(
+            k=named(KVCache.AXES, shapes.k.shape),
+            v=named(KVCache.AXES, shapes.v.shape),
+            segment_ids=named(("batch", "length"), shapes.segment_ids.shape),
+            index=NamedSharding(mesh, PartitionSpec()),
+        )
+        rows = named(("batch",), (batch_size,))
+        self._rows = named(("batch", "length"), (batch_size, 1))  # any width: the length is unsplit
+        self._new_cache = jax.jit(
+            lambda: KVCache.zeros(model.cfg, batch_size, self.max_len), out_shardings=cache_shardings
+        )
+        out = (rows, cache_shardings)
+        self._prefill = partitioned(jax.jit(self._prefill_fn, out_shardings=out, donate_argnames="cache"))
+        self._step = partitioned(jax.jit(self._step_fn, out_shardings=out, donate_argnames="cache"))
+
+    def _traced(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.traces[name] += 1
+        with activation_rules(self.rules), jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            return fn()
+
+    def _prefill_fn(self, params, cache, tokens, segment_ids, positions, seed, sampling):
+        def run():
+            logits, new_cache = self.model.apply(
+                {"params": params}, tokens, segment_ids, positions, cache, method=Transformer.decode
+            )
+            return sample(logits, jax.random.fold_in(jax.random.key(seed), 0), **sampling), new_cache
+
+        return self._traced("prefill", run)
+
+    def _step_fn(self, params, cache, tokens_B, positions_B, seed, t, sampling):
+        def run():
+            logits, new_cache = self.model.apply(
+                {"params": params},
+                tokens_B[:, None],
+                jnp.ones_like(tokens_B)[:, None],
+                positions_B[:, None],
+                cache,
+                method=Transformer.decode,
+            )
+            return sample(logits, jax.random.fold_in(jax.random.key(seed), t), **sampling), new_cache
+
+        return self._traced("step", run)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        sampling: Sampling = GREEDY,
+        on_token: Callable[[int, int], None] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """One `Generation` per prompt (token ids). Each row stops at EOS or after `max_new_tokens`.
+
+        ``on_token(prompt_index, token)`` is called for each new token as soon as it is known
+        (streaming). A fixed ``sampling.seed`` reproduces the samples for the same prompts and batch.
+        """
+        check_prompts(prompts, max_new_tokens, self.max_len, names)
+        results: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start : start + self.batch_size]
+            notify = None if on_token is None else (lambda r, tok, s=start: on_token(s + r, tok))
+            results += self._generate_batch(chunk, max_new_tokens, sampling, notify, start)
+        return results
+
+    def _generate_batch(self, prompts, max_new_tokens, sampling, on_token, batch_index) -> list[Generation]:
+        width = prefill_width(max(len(p) for p in prompts), max_new_tokens, self.max_len)
+        host = left_pad(prompts, self.batch_size, width, self.pad_id)
+        batch = {k: jax.device_put(v, self._rows) for k, v in host.items()}
+        settings = sampling.arrays()
+        seed = jnp.int32((sampling.seed * 1_000_003 + batch_index) % 2**31)
+        lengths = jnp.asarray([len(p) for p in prompts] + [1] * (self.batch_size - len(prompts)), jnp.int32)
+        next_tokens, cache = self._prefill(
+            self.params, self._new_cache(), batch["tokens"], batch["segment_ids"], batch["positions"], seed, settings
+        )
+        outputs: list[list[int]] = [[] for _ in prompts]
+        reasons = ["length"] * len(prompts)
+        active = set(range(len(prompts)))
+        for t in range(max_new_tokens):
+            tokens = next_tokens
+            if t + 1 < max_new_tokens:
+                # Dispatch the next step before reading this one's tokens: the device works while
+                # the host handles them.
+                next_tokens, cache = self._step(
+                    self.params, cache, tokens, lengths + t, seed, jnp.int32(t + 1), settings
+                )
+            values = np.asarray(tokens)
+            for r in sorted(active):
+                token = int(values[r])
+                if token == self.eos_id:
+                    reasons[r] = "eos"
+                    active.discard(r)
+                    continue
+                outputs[r].append(token)
+                if on_token is not None:
+                    on_token(r, token)
+            if not active:
+                break
+        return [Generation(tokens, reason) for tokens, reason in zip(outputs, reasons, strict=True)]
+
+
+def greedy_without_cache(
+    model: Transformer, params: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, max_len: int
+) -> list[list[int]]:
+    """Greedy decoding that recomputes the whole forward pass for every new token (no cache).
+
+    The reference that cached decoding must match, and the baseline of benchmarks/generate.py.
+    Rows are right-padded to `max_len` so that one compiled forward serves every step; EOS is not
+    treated specially.
+    """
+    check_prompts(prompts, max_new_tokens, max_len)
+    rows = len(prompts)
+    tokens = np.zeros((rows, max_len), np.int32)
+    for r, prompt in enumerate(prompts):
+        tokens[r, : len(prompt)] = prompt
+    lengths = np.array([len(p) for p in prompts])
+    forward = jax.jit(lambda p, t, s: model.apply({"params": p}, t, s))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for t in range(max_new_tokens):
+        segment_ids = (np.arange(max_len)[None, :] < (lengths + t)[:, None]).astype(np.int32)
+        logits = np.asarray(forward(params, tokens, segment_ids))
+        for r in range(rows):
+            token = int(np.argmax(logits[r, lengths[r] + t - 1]))
+            outputs[r].append(token)
+            tokens[r, lengths[r] + t] = token
+    return outputs
+
+
+def read_prompts(path: str | Path) -> tuple[list[str], list[str]]:
+    """Prompts from a text file (one per line) or JSONL (``{"prompt": ...}`` per line)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    texts, names = [], []
+    for lineno, line in enumerate(lines, start=1):
+        name = f"{path}:{lineno}"
+        if str(path).endswith(".jsonl"):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{name}: malformed JSON ({e.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                raise DataError(f"{name}: expected an object with a string 'prompt'")
+            line = record["prompt"]
+        texts.append(line)
+        names.append(name)
+    if not texts:
+        raise DataError(f"{path}: no prompts")
+    return texts, names
+
+
+class TextStream:
+    """Prints generated text as tokens arrive; a character split over byte tokens waits until whole."""
+
+    def __init__(self, tokenizer: Tokenizer, prompt: str) -> None:
+        self.tokenizer, self.tokens, self.printed = tokenizer, [], ""
+        print(prompt, end="", flush=True)
+
+    def add(self, token: int) -> None:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens)
+        if not text.endswith("\ufffd"):
+            print(text[len(self.printed) :], end="", flush=True)
+            self.printed = text
+
+    def finish(self, reason: str) -> None:
+        text = self.tokenizer.decode(self.tokens)
+        print(text[len(self.printed) :])
+        print(f"[{len(self.tokens)} tokens, stopped by {reason}]", file=sys.stderr)
