@@ -114,7 +114,8 @@ def test_top_p_never_samples_outside_the_nucleus():
 def test_bad_prompts_fail_clearly(generator):
     with pytest.raises(DataError, match="prompt 1: empty prompt"):
         generator.generate([[1, 2], []], 4)
-    with pytest.raises(DataError, match=r"prompt 0: 45 prompt tokens \+ max_new_tokens 4 exceed the model's context of 48"):
+    too_long = r"prompt 0: 45 prompt tokens \+ max_new_tokens 4 exceed the model's context of 48"
+    with pytest.raises(DataError, match=too_long):
         generator.generate([list(range(45))], 4)
     with pytest.raises(DataError, match="f.txt:3: empty"):
         generator.generate([[1], [2], []], 4, names=["f.txt:1", "f.txt:2", "f.txt:3"])

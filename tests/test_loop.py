@@ -8,7 +8,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import loop_config
 
 from lmx.checkpoint import Checkpoints
 from lmx.cli import main
