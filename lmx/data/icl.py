@@ -51,7 +51,7 @@ def recall_episode(rng: np.random.Generator, n_keys: int = 6, n_lines: int = 24)
     return "".join(f"{keys[i]} {values[i]}\n" for i in picks)
 
 
-def recall_items(rng: np.random.Generator, n_keys: int = 8, repeats: int = 6, n_choices: int = 4) -> list[dict]:
+def recall_items(rng: np.random.Generator, n_keys: int = 8, repeats: int = 12, n_choices: int = 4) -> list[dict]:
     """Multiple-choice items ``{context, choices, answer}`` over one fixed mapping; each key is
     asked `repeats` times. The wrong choices are values the mapping never uses, so a shot showing
     the key reveals the answer to a model that reads values from its context."""

@@ -1,0 +1,84 @@
+"""Decoding speed with the KV cache against recomputing the whole forward pass per token.
+
+    python benchmarks/generate.py [--config configs/small.py] [--new 256] [--batches 1 16]
+
+For each batch size: prompts of 16 random tokens, `--new` new tokens, greedy.
+
+- cached: `lmx.generate.Generator` (prefill, then one compiled decoding step per token), timed
+  over the whole generation after a warm-up call; reports new tokens/s and how many times each
+  function was compiled (traced).
+- recompute: `lmx.generate.greedy_without_cache`, one fixed-shape forward over prompt + new tokens
+  per step. Its steps all cost the same (the shape never changes), so `--recompute-steps` of them
+  are timed and the time per token is extrapolated to `--new` tokens.
+
+Parameters are random (speed does not depend on training). Writes benchmarks/results/generate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import write_results
+
+from lmx.config import load_config
+from lmx.generate import Generator, greedy_without_cache
+from lmx.model import Transformer
+from lmx.parallel import make_mesh
+
+PROMPT = 16
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/small.py")
+    parser.add_argument("--new", type=int, default=256, help="new tokens per prompt")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--recompute-steps", type=int, default=8)
+    parser.add_argument("--set", action="append", default=[], help="config override")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.set)
+    model = Transformer(cfg.model)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
+    mesh = make_mesh(cfg.mesh)
+    max_len = PROMPT + args.new
+    rows = []
+    for batch in args.batches:
+        prompts = np.random.default_rng(batch).integers(4, cfg.model.vocab_size, (batch, PROMPT)).tolist()
+        generator = Generator(model, params, mesh, cfg.mesh.rules, batch, eos_id=-1, max_len=max_len)
+        generator.generate(prompts, args.new)  # compile and warm up
+        start = time.perf_counter()
+        generator.generate(prompts, args.new)
+        cached_s = time.perf_counter() - start
+
+        greedy_without_cache(model, params, prompts, 1, max_len)  # compile
+        start = time.perf_counter()
+        greedy_without_cache(model, params, prompts, args.recompute_steps, max_len)
+        recompute_s = (time.perf_counter() - start) / args.recompute_steps * args.new
+
+        row = {
+            "batch": batch,
+            "new_tokens": args.new,
+            "cached_tokens_per_s": batch * args.new / cached_s,
+            "recompute_tokens_per_s": batch * args.new / recompute_s,
+            "speedup": recompute_s / cached_s,
+            "compilations": dict(generator.traces),
+        }
+        rows.append(row)
+        print(
+            f"batch {batch}: cached {row['cached_tokens_per_s']:,.1f} tokens/s, recompute "
+            f"{row['recompute_tokens_per_s']:,.1f} tokens/s, speedup {row['speedup']:.1f}x, "
+            f"compilations {row['compilations']}"
+        )
+    path = write_results(
+        "generate", {"config": cfg.name, "prompt_tokens": PROMPT, "cache_length": max_len, "runs": rows}
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
