@@ -89,18 +89,37 @@ def attention_mask(q_segments_BxL: Array, kv_segments_BxS: Array, q_pos_BxL: Arr
     return same_BxLxS & real_BxS & causal_BxLxS
 
 
-def dot_product_attention(q_BxLxHxE: Array, k_BxSxKxE: Array, v_BxSxKxE: Array, mask_BxLxS: Array) -> Array:
-    """Grouped-query attention with a float32 softmax. Rows with no visible key output zeros."""
+def dot_product_attention(
+    q_BxLxHxE: Array,
+    k_BxSxKxE: Array | tuple[Array, ...],
+    v_BxSxKxE: Array | tuple[Array, ...],
+    mask_BxLxS: Array | tuple[Array, ...],
+) -> Array:
+    """Grouped-query attention with a float32 softmax. Rows with no visible key output zeros.
+
+    Keys, values and masks may come as tuples of blocks along S (a cache and the new tokens): the
+    softmax runs over all blocks together, without concatenating the keys and values.
+    """
+    ks, vs, masks = (x if isinstance(x, tuple) else (x,) for x in (k_BxSxKxE, v_BxSxKxE, mask_BxLxS))
     b, length, h, e = q_BxLxHxE.shape
-    k = k_BxSxKxE.shape[2]
+    k = ks[0].shape[2]
     q_BxLxKxGxE = q_BxLxHxE.reshape(b, length, k, h // k, e)
-    logits_BxKxGxLxS = jnp.einsum("blkge,bske->bkgls", q_BxLxKxGxE, k_BxSxKxE).astype(jnp.float32)
-    logits_BxKxGxLxS = logits_BxKxGxLxS * (e**-0.5)
-    mask_Bx1x1xLxS = mask_BxLxS[:, None, None]
+    logits, block_masks = [], []
+    for k_block, mask_block in zip(ks, masks, strict=True):
+        logits_BxKxGxLxS = jnp.einsum("blkge,bske->bkgls", q_BxLxKxGxE, k_block).astype(jnp.float32) * (e**-0.5)
+        logits.append(logits_BxKxGxLxS)
+        block_masks.append(mask_block[:, None, None])
+    logits_BxKxGxLxS = jnp.concatenate(logits, axis=-1)
+    mask_Bx1x1xLxS = jnp.concatenate(block_masks, axis=-1)
     logits_BxKxGxLxS = jnp.where(mask_Bx1x1xLxS, logits_BxKxGxLxS, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits_BxKxGxLxS, axis=-1)
-    probs = jnp.where(mask_Bx1x1xLxS, probs, 0.0).astype(v_BxSxKxE.dtype)
-    out_BxLxKxGxE = jnp.einsum("bkgls,bske->blkge", probs, v_BxSxKxE)
+    probs = jnp.where(mask_Bx1x1xLxS, probs, 0.0).astype(vs[0].dtype)
+    out_BxLxKxGxE = 0
+    start = 0
+    for v_block in vs:
+        size = v_block.shape[1]
+        out_BxLxKxGxE = out_BxLxKxGxE + jnp.einsum("bkgls,bske->blkge", probs[..., start : start + size], v_block)
+        start += size
     return out_BxLxKxGxE.reshape(b, length, h, e)
 
 
@@ -140,8 +159,8 @@ LayerCache = tuple[Array, Array, Array, Array]
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads, RoPE and optional QK-norm.
 
-    Without a cache it attends within the L tokens given; with one (decoding) it writes their keys
-    and values into the cache and attends over all written slots, returning the updated (k, v).
+    Without a cache it attends within the L tokens given; with one (decoding) it attends over the
+    cache's written slots and the new tokens, and returns the new tokens' (k, v) for the cache.
     """
 
     cfg: ModelConfig
@@ -179,19 +198,22 @@ class Attention(nn.Module):
             out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, mask_BxLxL)
             new_kv = None
         else:
+            # The cache is only read here; the stack writes the new keys and values into it once,
+            # after all layers (in place, as the cache buffer is donated). Writing it per layer
+            # would copy the whole cache at every step.
             k_BxSxKxE, v_BxSxKxE, kv_segments_BxS, index = cache
-            names = KVCache.AXES[1:]
-            k_BxSxKxE = constrain(
-                jax.lax.dynamic_update_slice(k_BxSxKxE, k_BxLxKxE.astype(k_BxSxKxE.dtype), (0, index, 0, 0)), names
-            )
-            v_BxSxKxE = constrain(
-                jax.lax.dynamic_update_slice(v_BxSxKxE, v_BxLxKxE.astype(v_BxSxKxE.dtype), (0, index, 0, 0)), names
-            )
             q_slots_BxL = jnp.broadcast_to(index + jnp.arange(length), segment_ids_BxL.shape)
             kv_slots_BxS = jnp.broadcast_to(jnp.arange(kv_segments_BxS.shape[1]), kv_segments_BxS.shape)
             mask_BxLxS = attention_mask(segment_ids_BxL, kv_segments_BxS, q_slots_BxL, kv_slots_BxS)
-            out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxSxKxE, v_BxSxKxE, mask_BxLxS)
-            new_kv = (k_BxSxKxE, v_BxSxKxE)
+            index_BxL = jnp.broadcast_to(jnp.arange(length), segment_ids_BxL.shape)
+            mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
+            out_BxLxHxE = dot_product_attention(
+                q_BxLxHxE,
+                (k_BxSxKxE, k_BxLxKxE.astype(k_BxSxKxE.dtype)),
+                (v_BxSxKxE, v_BxLxKxE.astype(v_BxSxKxE.dtype)),
+                (mask_BxLxS, mask_BxLxL),
+            )
+            new_kv = (k_BxLxKxE.astype(k_BxSxKxE.dtype), v_BxLxKxE.astype(v_BxSxKxE.dtype))
 
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: scale residual writes by depth
         out_BxLxD = nn.DenseGeneral(

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from lmx.config import ModelConfig
 from lmx.model.layers import Attention, Embedding, KVCache, LayerCache, Mlp, RMSNorm, dense_init
+from lmx.parallel.rules import constrain
 
 Array = jax.Array
 
@@ -106,9 +107,7 @@ class Transformer(nn.Module):
         """The layers and the final norm; with a cache, also the cache holding the new tokens."""
         kv = kv_segments_BxS = index = None
         if cache is not None:
-            index = cache.index
-            kv = (cache.k, cache.v)
-            kv_segments_BxS = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids_BxL, (0, index))
+            index, kv, kv_segments_BxS = cache.index, (cache.k, cache.v), cache.segment_ids
         if self.cfg.scan_layers:
             x_BxLxD, new_kv = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL, kv, kv_segments_BxS, index)
         else:
@@ -121,7 +120,14 @@ class Transformer(nn.Module):
         h_BxLxD = self.final_norm(x_BxLxD)
         if cache is None:
             return h_BxLxD, None
-        new_cache = KVCache(new_kv[0], new_kv[1], kv_segments_BxS, index + x_BxLxD.shape[1])
+        # One write of every layer's new keys and values: [N, B, L, K, E] at slot `index`.
+        at = (0, 0, index, 0, 0)
+        new_cache = KVCache(
+            k=constrain(jax.lax.dynamic_update_slice(cache.k, new_kv[0], at), KVCache.AXES),
+            v=constrain(jax.lax.dynamic_update_slice(cache.v, new_kv[1], at), KVCache.AXES),
+            segment_ids=jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids_BxL, (0, index)),
+            index=index + x_BxLxD.shape[1],
+        )
         return h_BxLxD, new_cache
 
     def decode(
