@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lmx.config import ModelConfig
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 from lmx.model import Transformer
@@ -208,6 +210,13 @@ class Generator:
         return [Generation(tokens, reason) for tokens, reason in zip(outputs, reasons, strict=True)]
 
 
+@functools.lru_cache(maxsize=8)
+def _full_forward(cfg: ModelConfig) -> Callable[..., Array]:
+    """The jitted full forward of a model config, kept so that repeated calls compile once."""
+    model = Transformer(cfg)
+    return jax.jit(lambda params, tokens, segment_ids: model.apply({"params": params}, tokens, segment_ids))
+
+
 def greedy_without_cache(
     model: Transformer, params: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, max_len: int
 ) -> list[list[int]]:
@@ -223,7 +232,7 @@ def greedy_without_cache(
     for r, prompt in enumerate(prompts):
         tokens[r, : len(prompt)] = prompt
     lengths = np.array([len(p) for p in prompts])
-    forward = jax.jit(lambda p, t, s: model.apply({"params": p}, t, s))
+    forward = _full_forward(model.cfg)
     outputs: list[list[int]] = [[] for _ in prompts]
     for t in range(max_new_tokens):
         segment_ids = (np.arange(max_len)[None, :] < (lengths + t)[:, None]).astype(np.int32)

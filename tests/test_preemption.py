@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_loop import assert_trees_equal, final_params, loop_config, losses
+from conftest import loop_config
+from test_loop import assert_trees_equal, final_params, losses
 
 from lmx.metrics import read_jsonl
 
