@@ -86,26 +86,19 @@ def _eval_task(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from lmx.errors import DataError
+    from lmx.evaluate import eval_batch_size
     from lmx.fewshot import ChoiceScorer, evaluate_choices, read_choice_items
     from lmx.runs import load_run
 
     items = read_choice_items(args.task)
     run = load_run(args.run_dir, args.step)
-    if run.tokenizer is None:
-        raise DataError(f"{args.run_dir}: no tokenizer.model")
-    cfg = run.cfg
+    tokenizer, cfg, mesh = run.require_tokenizer(), run.cfg, run.setup.mesh
     scorer = ChoiceScorer(
-        run.setup.model,
-        run.params,
-        run.setup.mesh,
-        cfg.mesh.rules,
-        cfg.eval.batch_size or cfg.train.batch_size,
-        cfg.data.seq_len,
+        run.setup.model, run.params, mesh, cfg.mesh.rules, eval_batch_size(cfg, mesh), cfg.data.seq_len
     )
     rows = []
     for shots in args.shots:
-        result = evaluate_choices(scorer, run.tokenizer, items, shots, args.seed, args.separator)
+        result = evaluate_choices(scorer, tokenizer, items, shots, args.seed, args.separator)
         print(
             f"{args.task} {shots}-shot: accuracy {result.accuracy:.3f} (per token {result.accuracy_per_token:.3f}, "
             f"per byte {result.accuracy_per_byte:.3f}) over {result.items} items"
@@ -128,9 +121,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise DataError("give exactly one of --prompt and --prompts-file")
     texts, names = ([args.prompt], ["--prompt"]) if args.prompt is not None else read_prompts(args.prompts_file)
     run = load_run(args.run_dir, args.step)
-    tokenizer = run.tokenizer
-    if tokenizer is None:
-        raise DataError(f"{args.run_dir}: no tokenizer.model")
+    tokenizer = run.require_tokenizer()
     prompts = tokenizer.encode_batch(texts)
     batch = 1 if len(prompts) == 1 else min(args.batch_size, len(prompts))
     generator = Generator(run.setup.model, run.params, run.setup.mesh, run.cfg.mesh.rules, batch, tokenizer.eos_id)

@@ -171,10 +171,10 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
 def text_windows(spec: str, tokenizer: Tokenizer, seq_len: int, packing: Packing) -> TokenWindows:
     """Windows of every document of a corpus spec (``text:GLOB``, ``jsonl:GLOB@FIELD``, ``stdlib``),
     tokenized as in training: each document followed by EOS."""
+    from lmx.data.prepare import encode_documents
+
     docs = [d.text for d in Corpus.parse(spec).documents(None)]
-    ids = tokenizer.encode_batch(docs)
-    lengths = np.array([len(x) + 1 for x in ids], np.int64)
-    tokens = np.fromiter((t for x in ids for t in (*x, tokenizer.eos_id)), np.int32, count=int(lengths.sum()))
+    tokens, lengths = encode_documents(tokenizer, docs, np.dtype(np.int32))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return TokenWindows.from_tokens(tokens, offsets, seq_len, packing, f"corpus {spec!r}")
 
@@ -211,9 +211,7 @@ def evaluate_run(
     run = load_run(run_dir, step)
     cfg, mesh = run.cfg, run.setup.mesh
     if text is not None or tokens_file is not None:
-        tokenizer = run.tokenizer
-        if tokenizer is None:
-            raise DataError(f"{run_dir}: no tokenizer.model to encode the evaluation text with")
+        tokenizer = run.require_tokenizer()
         if tokens_file is not None:
             source = token_file_windows(tokens_file, cfg.model.vocab_size, cfg.data.seq_len)
         else:

@@ -14,7 +14,6 @@ seeded generator per item, so a given (file, k, seed) always builds the same pro
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from lmx.data.chat import jsonl_records, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 from lmx.model import Transformer
@@ -60,26 +60,12 @@ class ChoiceResult:
 def read_choice_items(path: str | Path) -> list[ChoiceItem]:
     """Reads and checks a multiple-choice JSONL file; a bad line raises DataError naming file:line."""
     items = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected an object with context, choices, answer")
-        for key in ("context", "choices", "answer"):
+    for where, record in jsonl_records(str(path)):
+        context = text_field(record, "context", where)
+        for key in ("choices", "answer"):
             if key not in record:
                 raise DataError(f"{where}: missing field {key!r}")
-        context, choices, answer = record["context"], record["choices"], record["answer"]
-        if not isinstance(context, str):
-            raise DataError(f"{where}: 'context' must be a string")
+        choices, answer = record["choices"], record["answer"]
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
             raise DataError(f"{where}: 'choices' must be a list of at least two non-empty strings")
         if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
@@ -110,8 +96,7 @@ class ChoiceScorer:
     def __init__(self, model: Transformer, params: Any, mesh: Mesh, rules: Rules, batch_size: int, seq_len: int):
         self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
         self.batch_size, self.seq_len = batch_size, seq_len
-        rows = NamedSharding(mesh, mesh_axes_for(("batch", "length"), (batch_size, seq_len), mesh, rules))
-        self._rows = rows
+        self._rows = NamedSharding(mesh, mesh_axes_for(("batch", "length"), (batch_size, seq_len), mesh, rules))
         out = NamedSharding(mesh, mesh_axes_for(("batch",), (batch_size,), mesh, rules))
         self._score = partitioned(jax.jit(self._score_fn, out_shardings=out))
 
@@ -165,11 +150,11 @@ def evaluate_choices(
     """k-shot multiple-choice accuracy of the scorer's model on `items`."""
     contexts = [prompt_with_shots(items, i, shots, seed, separator) for i in range(len(items))]
     context_ids = tokenizer.encode_batch(contexts)
-    pairs, owners = [], []
-    for i, item in enumerate(items):
-        for choice_ids in tokenizer.encode_batch(list(item.choices)):
-            pairs.append((context_ids[i], choice_ids))
-            owners.append(i)
+    pairs = [
+        (context_ids[i], choice_ids)
+        for i, item in enumerate(items)
+        for choice_ids in tokenizer.encode_batch(list(item.choices))
+    ]
     lengths = np.array([len(c) for _, c in pairs], np.float64)
     byte_counts = np.array([len(c.encode("utf-8")) for item in items for c in item.choices], np.float64)
     scores = scorer.score(pairs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lmx.config import ModelConfig
+from lmx.data.chat import jsonl_records, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 from lmx.model import Transformer
@@ -245,26 +245,17 @@ def greedy_without_cache(
 
 
 def read_prompts(path: str | Path) -> tuple[list[str], list[str]]:
-    """Prompts from a text file (one per line) or JSONL (``{"prompt": ...}`` per line)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    texts, names = [], []
-    for lineno, line in enumerate(lines, start=1):
-        name = f"{path}:{lineno}"
-        if str(path).endswith(".jsonl"):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{name}: malformed JSON ({e.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise DataError(f"{name}: expected an object with a string 'prompt'")
-            line = record["prompt"]
-        texts.append(line)
-        names.append(name)
+    """``(prompts, names)`` from a text file (one prompt per line) or JSONL (``{"prompt": ...}`` per
+    line); each name is the prompt's ``file:line``."""
+    if str(path).endswith(".jsonl"):
+        records = list(jsonl_records(str(path)))
+        texts, names = [text_field(record, "prompt", where) for where, record in records], [w for w, _ in records]
+    else:
+        try:
+            texts = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        names = [f"{path}:{lineno}" for lineno in range(1, len(texts) + 1)]
     if not texts:
         raise DataError(f"{path}: no prompts")
     return texts, names

@@ -15,7 +15,7 @@ import jax
 
 from lmx.config import Config
 from lmx.data.tokenizer import Tokenizer
-from lmx.errors import CheckpointError, ConfigError
+from lmx.errors import CheckpointError, ConfigError, DataError
 from lmx.train.setup import TrainSetup, setup_training
 
 
@@ -27,6 +27,11 @@ class LoadedRun:
     step: int
     params: Any  # sharded over setup.mesh by the run's rules
     tokenizer: Tokenizer | None  # None when the run directory holds no tokenizer.model
+
+    def require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise DataError(f"{self.run_dir}: no tokenizer.model (needed to encode or decode text)")
+        return self.tokenizer
 
 
 def read_run_config(run_dir: str | Path) -> Config:

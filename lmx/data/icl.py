@@ -1,10 +1,10 @@
-"""A generated in-context learning task: associative recall of ``key = value`` lines.
+"""A generated in-context learning task: associative recall of ``key value`` lines.
 
 The examples in the prompt determine the answer. A task file fixes one random mapping from keys to
-values, and every key is asked several times; an item asks ``key =`` with the true value among
-plausible wrong values. With k shots (other items, solved), the query's key appears among the
-shots with a probability that grows with k, and a model that retrieves from its context (an
-induction head, Olsson et al. 2022) answers those correctly: accuracy rises with k from chance.
+values, and every key is asked several times; an item's context is the key, and its choices are
+the true value and values the mapping never uses. With k shots (other items, solved), the query's
+key appears among the shots with a probability that grows with k, and a model that retrieves from
+its context (an induction head, Olsson et al. 2022) answers those correctly: accuracy rises with k.
 
 The matching pretraining corpus is made of episodes, each with its own random mapping whose lines
 repeat in random order, so a model learns retrieval rather than any fixed mapping. Everything is

@@ -77,6 +77,15 @@ def read_meta(out_dir: Path) -> dict[str, Any] | None:
     return meta
 
 
+def encode_documents(tokenizer: Tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens, lengths)``: the documents' ids, each followed by EOS, in one flat array, and the
+    length of each document with its EOS."""
+    ids = tokenizer.encode_batch(texts)
+    lengths = np.array([len(x) + 1 for x in ids], np.int64)
+    flat = np.fromiter((t for x in ids for t in (*x, tokenizer.eos_id)), dtype, count=int(lengths.sum()))
+    return flat, lengths
+
+
 def _write_split(
     corpus: Corpus, split: Split, tokenizer: Tokenizer, out_dir: Path, dtype: np.dtype, chunk_docs: int
 ) -> dict:
@@ -86,9 +95,7 @@ def _write_split(
     with open(tokens_tmp, "wb") as tokens_file, open(index_tmp, "wb") as index_file:
         index_file.write(np.zeros(1, np.int64).tobytes())
         for chunk in _chunks(corpus.documents(split, stats), chunk_docs):
-            ids = tokenizer.encode_batch([doc.text for doc in chunk])
-            lengths = np.array([len(x) + 1 for x in ids], np.int64)
-            flat = np.fromiter((t for x in ids for t in (*x, tokenizer.eos_id)), dtype, count=int(lengths.sum()))
+            flat, lengths = encode_documents(tokenizer, [doc.text for doc in chunk], dtype)
             tokens_file.write(flat.tobytes())
             index_file.write((n_tokens + np.cumsum(lengths)).tobytes())
             n_tokens += int(lengths.sum())
