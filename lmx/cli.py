@@ -52,8 +52,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if sum(x is not None for x in (args.task, args.responses, args.pairs, args.text, args.tokens)) > 1:
+        from lmx.errors import DataError
+
+        raise DataError("give at most one of --task, --responses, --pairs, --text and --tokens")
     if args.task:
         return _eval_task(args)
+    if args.responses:
+        return _eval_responses(args)
+    if args.pairs:
+        return _eval_pairs(args)
     import json
     from pathlib import Path
 
@@ -110,6 +118,40 @@ def _eval_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_responses(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lmx.chat_eval import exact_match_run
+
+    step, result = exact_match_run(args.run_dir, args.responses, args.step, args.batch_size, args.max_new_tokens)
+    tasks = ", ".join(f"{task} {acc:.3f}" for task, acc in result.per_task.items())
+    print(
+        f"{args.responses}: greedy exact match {result.accuracy:.3f} over {result.items} prompts"
+        + (f" ({tasks})" if tasks else "")
+    )
+    out = Path(args.run_dir) / f"eval-responses-{_slug(args.responses)}-step{step}.json"
+    out.write_text(json.dumps({"step": step, "file": args.responses, **result.to_dict()}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _eval_pairs(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lmx.chat_eval import evaluate_pairs_run
+    from lmx.runs import read_run_config
+    from lmx.train.tasks import describe_objective_metrics
+
+    step, metrics = evaluate_pairs_run(args.run_dir, args.pairs, args.step)
+    print(f"{args.pairs}: {describe_objective_metrics(read_run_config(args.run_dir).objective.kind, metrics)}")
+    out = Path(args.run_dir) / f"eval-pairs-{_slug(args.pairs)}-step{step}.json"
+    out.write_text(json.dumps({"step": step, "file": args.pairs, **metrics}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from lmx.errors import DataError
     from lmx.generate import Generator, TextStream, read_prompts
@@ -143,6 +185,15 @@ def _cmd_data_icl(args: argparse.Namespace) -> int:
     paths = write_recall_task(args.out, args.documents, args.seed)
     print(f"wrote {paths['corpus']} ({args.documents} episodes) and {paths['task']}")
     print(f"pretrain on it with --set data.corpus='text:{paths['corpus']}/*.txt'")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from lmx.data.synth import write_synth_tasks
+
+    paths = write_synth_tasks(args.out, args.train, args.heldout, args.tasks, args.seed)
+    for path in paths.values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -208,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=int, default=0, help="which items become shots")
     evaluate.add_argument("--separator", default="\n", help="between shots and the item (default: a newline)")
+    evaluate.add_argument("--responses", help="SFT-format JSONL: greedy exact-match accuracy of the answers")
+    evaluate.add_argument("--pairs", help="preference JSONL: a reward-model or preference run's pairwise metrics")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="prompts answered together (--responses)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=0, help="--responses: 0 = longest reference + 4")
     evaluate.set_defaults(func=_cmd_eval)
 
     generate = sub.add_parser("generate", help="generate text from a run's checkpoint (KV cache)")
@@ -245,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     icl.add_argument("--documents", type=int, default=4000, help="pretraining episodes")
     icl.add_argument("--seed", type=int, default=0)
     icl.set_defaults(func=_cmd_data_icl)
+    synth = data.add_parser("synth-tasks", help="write checkable SFT and preference data (copy/reverse/sort/add)")
+    synth.add_argument("out", help="output directory")
+    synth.add_argument("--train", type=int, default=4000, help="training examples per file")
+    synth.add_argument("--heldout", type=int, default=200, help="held-out examples per file")
+    synth.add_argument("--tasks", nargs="+", default=["copy", "reverse", "sort", "add"])
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_cmd_data_synth)
     return parser
 
 

@@ -282,6 +282,48 @@ class LogConfig:
 
 
 @dataclasses.dataclass(**_DATACLASS)
+class ObjectiveConfig:
+    """What the run optimises: pretraining, or a post-training objective on chat JSONL (lmx.post).
+
+    Post-training starts from ``init_from`` (a run directory, or one of its checkpoint step
+    directories): its parameters only, with a fresh optimizer, and its tokenizer.
+    """
+
+    SECTION: ClassVar[str] = "objective"
+
+    kind: Literal["pretrain", "sft", "preference", "reward_model"] = "pretrain"
+    init_from: str = ""
+    train_files: str = ""  # JSONL glob(s), comma-separated (lmx.data.chat formats)
+    eval_files: str = ""  # held-out JSONL: evaluated every eval.every_steps and at the end
+    truncation: Literal["drop", "truncate"] = "drop"  # examples longer than data.seq_len
+    # sft: mean over all response tokens of the batch, or mean over sequences of their token mean.
+    normalize: Literal["token", "sequence"] = "token"
+    # preference: the loss (lmx.train.preference_losses) and its hyperparameters.
+    loss: Literal["dpo", "ipo", "simpo", "orpo"] = "dpo"
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # dpo: conservative DPO when > 0
+    gamma: float = 0.5  # simpo's target margin
+    # Reference log-probs: from the frozen init_from parameters inside every step, or once over the
+    # dataset before training (stored in the run directory).
+    reference: Literal["in_step", "precomputed"] = "in_step"
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "beta")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            _fail("objective", "label_smoothing", self.label_smoothing, "must lie in [0, 0.5)")
+        if self.gamma < 0:
+            _fail("objective", "gamma", self.gamma, "must be >= 0")
+        if self.kind != "pretrain" and not self.train_files:
+            _fail("objective", "train_files", self.train_files, f"objective.kind={self.kind!r} needs JSONL files")
+        if self.kind == "preference" and self.loss in ("dpo", "ipo") and not self.init_from:
+            _fail("objective", "init_from", self.init_from, f"objective.loss={self.loss!r} needs a reference model")
+
+    @property
+    def post_training(self) -> bool:
+        return self.kind != "pretrain"
+
+
+@dataclasses.dataclass(**_DATACLASS)
 class Config:
     """The whole run. Sections are passed explicitly to the code that needs them, never globally."""
 
@@ -294,6 +336,7 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
         if self.data.seq_len > self.model.max_seq_len:

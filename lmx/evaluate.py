@@ -66,7 +66,7 @@ def eval_batches(
     ds = ds.batch(per_process, drop_remainder=False)
     for i in range(min(n_batches, len(ds))):
         batch = ds[i]
-        rows = len(batch["inputs"])
+        rows = len(next(iter(batch.values())))
         if rows < per_process:
             pad = per_process - rows
             batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}

@@ -131,6 +131,14 @@ def text_field(record: dict[str, Any], field: str, where: str) -> str:
     return value
 
 
+def response_field(record: dict[str, Any], field: str, where: str) -> str:
+    """A response to train on (``response``, ``chosen``, ``rejected``): a non-empty string."""
+    value = text_field(record, field, where)
+    if not value.strip():
+        raise DataError(f"{where}: field {field!r} is empty (there is no response to train on)")
+    return value
+
+
 def parse_messages(record: dict[str, Any], where: str) -> list[Message]:
     """The messages of a record: ``messages``, or ``prompt`` (plus an optional ``system``)."""
     if "messages" in record:

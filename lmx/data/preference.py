@@ -15,7 +15,15 @@ from typing import Any
 import grain
 import numpy as np
 
-from lmx.data.chat import ChatStats, ChatTemplate, Truncation, fit_to_length, jsonl_records, parse_messages, text_field
+from lmx.data.chat import (
+    ChatStats,
+    ChatTemplate,
+    Truncation,
+    fit_to_length,
+    jsonl_records,
+    parse_messages,
+    response_field,
+)
 from lmx.data.pretrain import record_batches
 from lmx.data.sft import sequence_record
 from lmx.errors import DataError
@@ -39,12 +47,15 @@ def read_preference(
         if messages[-1].role == "assistant":
             raise DataError(f"{where}: the prompt must not end with an assistant message ('chosen' answers it)")
         prompt = template.prompt_ids(messages)
-        sides = []
-        for field in ("chosen", "rejected"):
-            side_stats = ChatStats()
-            ids = fit_to_length(
-                prompt, template.response_ids(text_field(record, field, where)), seq_len, truncation, side_stats
+        texts = [response_field(record, field, where) for field in ("chosen", "rejected")]
+        if texts[0] == texts[1]:
+            raise DataError(
+                f"{where}: 'chosen' and 'rejected' are identical (a pair must differ to teach a preference)"
             )
+        sides = []
+        for text in texts:
+            side_stats = ChatStats()
+            ids = fit_to_length(prompt, template.response_ids(text), seq_len, truncation, side_stats)
             sides.append((ids, side_stats))
         if any(ids is None for ids, _ in sides):
             stats.dropped += 1
@@ -59,8 +70,14 @@ def read_preference(
     return pairs, stats
 
 
-def pair_record(pair: PreferencePair, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+def pair_record(
+    pair: PreferencePair, seq_len: int, pad_id: int, reference: tuple[float, float] | None = None
+) -> dict[str, np.ndarray]:
+    """Both rows of a pair; with `reference` (precomputed reference log-probs of chosen and
+    rejected), also ``ref_chosen`` and ``ref_rejected``."""
     record: dict[str, np.ndarray] = {"prompt_length": np.int32(len(pair.prompt))}
+    if reference is not None:
+        record["ref_chosen"], record["ref_rejected"] = np.float32(reference[0]), np.float32(reference[1])
     for side, response in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         for key, value in sequence_record(pair.prompt, response, seq_len, pad_id).items():
             record[f"{side}_{key}"] = value
@@ -68,7 +85,18 @@ def pair_record(pair: PreferencePair, seq_len: int, pad_id: int) -> dict[str, np
 
 
 def preference_batches(
-    pairs: Sequence[PreferencePair], seq_len: int, global_batch: int, seed: int, pad_id: int = 0, **kwargs: Any
+    pairs: Sequence[PreferencePair],
+    seq_len: int,
+    global_batch: int,
+    seed: int,
+    pad_id: int = 0,
+    reference: np.ndarray | None = None,
+    **kwargs: Any,
 ) -> grain.IterDataset:
-    """Batches of paired rows (see the module docstring); `kwargs` as in `lmx.data.pretrain.record_batches`."""
-    return record_batches(len(pairs), lambda i: pair_record(pairs[i], seq_len, pad_id), global_batch, seed, **kwargs)
+    """Batches of paired rows (see the module docstring); `reference` ``[n_pairs, 2]`` adds the
+    precomputed reference log-probs; `kwargs` as in `lmx.data.pretrain.record_batches`."""
+
+    def record(i: int) -> dict[str, np.ndarray]:
+        return pair_record(pairs[i], seq_len, pad_id, None if reference is None else tuple(reference[i]))
+
+    return record_batches(len(pairs), record, global_batch, seed, **kwargs)

@@ -16,7 +16,15 @@ from typing import Any
 import grain
 import numpy as np
 
-from lmx.data.chat import ChatStats, ChatTemplate, Truncation, fit_to_length, jsonl_records, parse_messages, text_field
+from lmx.data.chat import (
+    ChatStats,
+    ChatTemplate,
+    Truncation,
+    fit_to_length,
+    jsonl_records,
+    parse_messages,
+    response_field,
+)
 from lmx.data.pretrain import record_batches
 from lmx.errors import DataError
 
@@ -39,10 +47,12 @@ def read_sft(
             if messages[-1].role != "assistant":
                 raise DataError(f"{where}: the last message must be the assistant's response to train on")
             prompt_messages, response_text = messages[:-1], messages[-1].content
+            if not response_text.strip():
+                raise DataError(f"{where}: the assistant's response is empty (there is nothing to train on)")
             if not prompt_messages:
                 raise DataError(f"{where}: 'messages' has a response but no prompt")
         else:
-            prompt_messages, response_text = parse_messages(record, where), text_field(record, "response", where)
+            prompt_messages, response_text = parse_messages(record, where), response_field(record, "response", where)
         prompt = template.prompt_ids(prompt_messages)
         response = fit_to_length(prompt, template.response_ids(response_text), seq_len, truncation, stats)
         if response is not None:

@@ -1,5 +1,6 @@
-"""The decoder-only transformer and its layers."""
+"""The decoder-only transformer, its layers, and the reward model built on it."""
 
+from lmx.model.reward import RewardModel, model_class
 from lmx.model.transformer import Block, Transformer
 
-__all__ = ["Block", "Transformer"]
+__all__ = ["Block", "RewardModel", "Transformer", "model_class"]

@@ -26,17 +26,18 @@ import numpy as np
 
 from lmx.checkpoint import Checkpoints
 from lmx.config import Config
-from lmx.data.prepare import ensure_prepared, load_split
-from lmx.data.pretrain import pretrain_batches
-from lmx.errors import CheckpointError, ConfigError, NonFiniteError
-from lmx.evaluate import EvalResult, config_eval_batches, eval_batch_size, evaluate, make_eval_step, unigram_loss
+from lmx.errors import CheckpointError, NonFiniteError
+from lmx.evaluate import eval_batch_size
 from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
 from lmx.scaling.flops import flops_per_token_detailed, param_counts
 from lmx.scaling.hardware import peak_flops
+from lmx.train.init_from import load_init_params
+from lmx.train.objectives import uses_frozen_reference
 from lmx.train.setup import TrainSetup, setup_training
 from lmx.train.signals import StopRequest
 from lmx.train.state import TrainState
 from lmx.train.steps import LossFn, step_batch_sharding
+from lmx.train.tasks import make_task, needs_reference_params
 
 Status = Literal["completed", "preempted"]
 
@@ -82,38 +83,29 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
 
-        tokenizer, self.prepared_dir, self.data_meta = ensure_prepared(cfg.data, cfg.model.vocab_size, print)
-        if tokenizer.vocab_size > cfg.model.vocab_size:
-            raise ConfigError(
-                f"model.vocab_size={cfg.model.vocab_size}: smaller than the tokenizer's {tokenizer.vocab_size} ids"
-            )
-        if self.is_lead and tokenizer.path and not (self.run_dir / "tokenizer.model").exists():
-            shutil.copyfile(tokenizer.path, self.run_dir / "tokenizer.model")
-
         self.setup = setup_training(cfg, devices, init=False)
         self.mesh = self.setup.mesh
         self.batch_sharding = step_batch_sharding(self.mesh)
         eval_batch_size(cfg, self.mesh)  # a bad eval.batch_size fails now, not at the first evaluation
-        self.data_iterator = iter(
-            pretrain_batches(
-                self.prepared_dir,
-                "train",
-                cfg.data.seq_len,
-                cfg.train.batch_size,
-                seed=cfg.train.seed,
-                packing=cfg.data.packing,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                num_threads=cfg.data.loader_threads,
-            )
-        )
+        # A preference reference model: the init_from parameters, frozen, sharded like the policy.
+        reference = None
+        if needs_reference_params(cfg):
+            reference = self._load_params(self.setup.abstract_state.params, "reference model")
+        self.task = make_task(cfg, self.setup, reference, print)
+        # Passed to every step when the reference runs in the step (else freed once precomputed).
+        self.frozen = reference if uses_frozen_reference(cfg.objective) else None
+        tokenizer = self.task.tokenizer
+        if self.is_lead and tokenizer and tokenizer.path and not (self.run_dir / "tokenizer.model").exists():
+            shutil.copyfile(tokenizer.path, self.run_dir / "tokenizer.model")
+        self.data_iterator = iter(self.task.train_batches())
         self.checkpoints = Checkpoints(self.run_dir / "checkpoints", cfg.checkpoint)
         self._last_saved: int | None = None  # the newest step saved (or restored) by this launch
-        self.byte_lengths = tokenizer.byte_lengths(cfg.model.vocab_size)
         self.loss_fn = make_loss(self.setup) if make_loss else None
 
-        self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
-        self.flops_per_token = flops_per_token_detailed(cfg.model, cfg.data.seq_len)
+        self.tokens_per_step = self.task.tokens_per_step
+        # Model FLOPs of a training step per processed token; a reference forward in the step adds
+        # a third (forward = 1/3 of forward + backward).
+        self.flops_per_token = flops_per_token_detailed(cfg.model, cfg.data.seq_len) * (4 / 3 if self.frozen else 1)
         self.peak_flops = peak_flops(self.mesh.devices.flatten().tolist(), cfg.log.peak_flops)
 
     # ---------------------------------------------------------------------------------------------
@@ -136,11 +128,21 @@ class Trainer:
         tmp.write_text(self.cfg.to_json() + "\n")
         os.replace(tmp, path)
 
+    def _load_params(self, target_params: Any, role: str) -> Any:
+        """The ``objective.init_from`` run's parameters, in the shardings of `target_params`."""
+        params, source, new = load_init_params(self.cfg.objective.init_from, target_params)
+        fresh = f"; new, initialised fresh: {', '.join(new)}" if new else ""
+        print(f"{role}: parameters of {source.run_dir} at step {source.step}{fresh}")
+        return params
+
     def _restore_or_init(self) -> tuple[TrainState, float]:
         """The state to start from and the training wall time spent before this launch."""
         restored = self.checkpoints.restore_latest(self.setup.abstract_state, self.data_iterator, self._check_meta)
         if restored is None:
-            return self.setup.init_state(), 0.0
+            state = self.setup.init_state()
+            if self.cfg.objective.init_from:  # parameters only: the optimizer starts fresh
+                state = state.replace(params=self._load_params(state.params, "initial parameters"))
+            return state, 0.0
         state, meta = restored
         step = int(meta["step"])
         print(f"resumed from {self.checkpoints.directory / str(step)} (step {step})")
@@ -164,20 +166,24 @@ class Trainer:
 
     def _compile(self, state: TrainState) -> tuple[Callable, float]:
         """Compiles the step once, before the loop (so no step is timed with its compilation)."""
-        step_fn = self.setup.make_step(self.loss_fn)
-        cfg = self.cfg
+        step_fn = self.setup.make_step(self.loss_fn, with_frozen=self.frozen is not None)
         example = {
-            k: jax.ShapeDtypeStruct((cfg.train.batch_size, cfg.data.seq_len), dtype, sharding=self.batch_sharding)
-            for k, dtype in _BATCH_DTYPES.items()
+            k: jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+            for k, (shape, dtype) in self.task.batch_spec.items()
         }
         start = time.perf_counter()
-        compiled = step_fn.lower(state, example).compile()
+        compiled = step_fn.lower(state, example, *self._frozen_args()).compile()
         return compiled, time.perf_counter() - start
 
+    def _frozen_args(self) -> tuple[Any, ...]:
+        return () if self.frozen is None else (self.frozen,)
+
     def _global_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        spec = self.task.batch_spec
         return {
-            k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v, _BATCH_DTYPES[k]))
+            k: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(v, spec[k][1]))
             for k, v in host_batch.items()
+            if k in spec
         }
 
     # ---------------------------------------------------------------------------------------------
@@ -194,7 +200,7 @@ class Trainer:
             return RunResult("completed", step, json.loads((self.run_dir / "summary.json").read_text()))
 
         step_fn, compile_s = self._compile(state)
-        eval_step = make_eval_step(self.setup.model, self.mesh, cfg.mesh.rules, self.byte_lengths)
+        frozen = self._frozen_args()
         progress, sinks = make_sinks(cfg, self.run_dir, step) if self.is_lead else (None, [])
         log = progress.message if progress else print
         counts = param_counts(cfg.model)
@@ -209,7 +215,7 @@ class Trainer:
         try:
             with StopRequest() as stop:
                 while step < total:
-                    state, metrics = step_fn(state, self._global_batch(next(self.data_iterator)))
+                    state, metrics = step_fn(state, self._global_batch(next(self.data_iterator)), *frozen)
                     step += 1
                     pending.append(metrics)
                     if progress:
@@ -221,9 +227,9 @@ class Trainer:
                         pending, window_start, eval_time = [], time.perf_counter(), 0.0
                     if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and not last:
                         start = time.perf_counter()
-                        result = self._evaluate(eval_step, state.params, cfg.eval.batches)
-                        _write(sinks, progress, step, result.to_dict("eval/"))
-                        log(f"step {step}: {_describe(result)}")
+                        result = self._evaluate(state.params, cfg.eval.batches)
+                        _write(sinks, progress, step, _prefixed(result))
+                        log(f"step {step}: {self.task.describe(result)}")
                         eval_time += time.perf_counter() - start
                     every = cfg.checkpoint.every_steps
                     if (every and step % every == 0) or last or stop.requested:
@@ -242,7 +248,7 @@ class Trainer:
             train_time = time_before + time.perf_counter() - launch
             summary = None
             if status == "completed":
-                summary = self._finish(state, eval_step, step, train_time, compile_s, log)
+                summary = self._finish(state, step, train_time, compile_s, log)
                 _write(sinks, progress, step, summary["final_eval"])
             return RunResult(status, step, summary)
         finally:
@@ -306,17 +312,14 @@ class Trainer:
         self.checkpoints.save(step, state, self.data_iterator, meta)
         self._last_saved = step
 
-    def _evaluate(self, eval_step: Callable, params: Any, max_batches: int) -> EvalResult:
-        batches = config_eval_batches(self.cfg, self.mesh, self.prepared_dir, "validation", max_batches)
-        return evaluate(eval_step, params, batches, self.batch_sharding)
+    def _evaluate(self, params: Any, max_batches: int) -> dict[str, float]:
+        return self.task.evaluate(params, max_batches, self.frozen)
 
     def _finish(
-        self, state: TrainState, eval_step: Callable, step: int, train_time: float, compile_s: float, log: Callable
+        self, state: TrainState, step: int, train_time: float, compile_s: float, log: Callable
     ) -> dict[str, Any]:
         """Final evaluation and summary.json."""
-        result = self._evaluate(eval_step, state.params, self.cfg.eval.final_batches)
-        train_tokens, _, _ = load_split(self.prepared_dir, "train")
-        val_tokens, _, _ = load_split(self.prepared_dir, "validation")
+        result = self._evaluate(state.params, self.cfg.eval.final_batches)
         counts = param_counts(self.cfg.model)
         tokens = step * self.tokens_per_step
         summary = {
@@ -331,24 +334,16 @@ class Trainer:
             "compile_s": compile_s,
             "tokens_per_s": tokens / train_time if train_time else None,
             "skipped_steps": int(jax.device_get(state.skipped)),
-            "final_eval": result.to_dict("eval/"),
-            "unigram_loss": unigram_loss(train_tokens, val_tokens, self.cfg.model.vocab_size),
-            "validation_utf8_bytes": self.data_meta["splits"]["validation"]["utf8_bytes"],
+            "objective": self.cfg.objective.kind,
+            "final_eval": _prefixed(result),
+            **self.task.summary(),
         }
         if self.is_lead:
             path = self.run_dir / "summary.json"
             path.write_text(json.dumps(summary, indent=2) + "\n")
-        log(f"done: step {step}, {_describe(result)}, {train_time:.0f} s of training; summary in {self.run_dir}")
+        described = self.task.describe(result)
+        log(f"done: step {step}, {described}, {train_time:.0f} s of training; summary in {self.run_dir}")
         return summary
-
-
-_BATCH_DTYPES = {
-    "inputs": np.int32,
-    "targets": np.int32,
-    "segment_ids": np.int32,
-    "positions": np.int32,
-    "loss_mask": np.float32,
-}
 
 
 def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row) -> None:
@@ -358,11 +353,8 @@ def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row
         progress.write(step, row)
 
 
-def _describe(result: EvalResult) -> str:
-    return (
-        f"validation loss {result.loss:.4f}, perplexity {result.perplexity:.2f}, "
-        f"{result.bits_per_byte:.4f} bits/byte over {result.tokens:,} tokens"
-    )
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"eval/{k}": v for k, v in metrics.items()}
 
 
 def _changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

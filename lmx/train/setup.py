@@ -12,18 +12,18 @@ from jax.sharding import Mesh
 
 from lmx.config import Config
 from lmx.errors import ConfigError
-from lmx.model import Transformer
+from lmx.model import Transformer, model_class
 from lmx.parallel import make_mesh
 from lmx.train.optim import make_optimizer, make_schedule
 from lmx.train.state import TrainState, init_train_state, train_state_shapes
-from lmx.train.steps import DATA_AXIS, Batch, LossFn, make_train_step, pretrain_loss
+from lmx.train.steps import DATA_AXIS, LossFn, make_train_step
 
 
 @dataclasses.dataclass
 class TrainSetup:
     cfg: Config
     mesh: Mesh
-    model: Transformer
+    model: Transformer  # a RewardModel for objective.kind=reward_model
     schedule: optax.Schedule
     optimizer: optax.GradientTransformation
     state: TrainState | None  # None until `init_state()` (a run that restores never initialises)
@@ -37,8 +37,14 @@ class TrainSetup:
         )
         return self.state
 
-    def make_step(self, loss_fn: LossFn | None = None) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-        """The compiled pretraining step for this setup (the default loss unless one is given)."""
+    def make_step(
+        self, loss_fn: LossFn | None = None, with_frozen: bool = False
+    ) -> Callable[..., tuple[TrainState, dict]]:
+        """The compiled step for this setup: the objective's loss unless one is given.
+
+        `with_frozen`: the step takes a frozen copy of the parameters (the preference reference,
+        sharded like the trained ones) as its third argument.
+        """
         return make_train_step(
             loss_fn or default_loss(self),
             self.optimizer,
@@ -47,6 +53,7 @@ class TrainSetup:
             self.cfg.mesh.rules,
             self.shardings,
             self.cfg.train.micro_batches,
+            self.shardings.params if with_frozen else None,
         )
 
 
@@ -64,7 +71,7 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
     """Builds the mesh and, with `init`, initialises the sharded train state (no step compiled yet)."""
     mesh = make_mesh(cfg.mesh, devices)
     check_batch_fits_mesh(cfg, mesh)
-    model = Transformer(cfg.model)
+    model = model_class(cfg.objective.kind)(cfg.model)
     schedule = make_schedule(cfg.optim, cfg.train.steps)
     optimizer = make_optimizer(cfg.optim, schedule)
     abstract, shardings = train_state_shapes(model, optimizer, mesh, cfg.mesh.rules, cfg.data.seq_len)
@@ -75,7 +82,10 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
 
 
 def default_loss(setup: TrainSetup) -> LossFn:
-    return pretrain_loss(setup.model, setup.cfg.train.z_loss)
+    """The loss of the config's objective (next-token cross-entropy for pretraining)."""
+    from lmx.train.objectives import OBJECTIVES
+
+    return OBJECTIVES[setup.cfg.objective.kind](setup.model, setup.cfg)
 
 
 def synthetic_batch(rng: np.random.Generator, batch_size: int, seq_len: int, vocab_size: int) -> dict[str, np.ndarray]:

@@ -30,7 +30,8 @@ from lmx.train.state import TrainState
 Array = jax.Array
 Batch = Mapping[str, Array]
 # (params, batch) -> (loss sum, stats sums). stats must hold "weight", the loss's denominator.
-LossFn = Callable[[Any, Batch], tuple[Array, dict[str, Array]]]
+# Objectives with a frozen model (a preference reference) take (params, batch, frozen params).
+LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 DATA_AXIS = "data"
 
@@ -62,11 +63,17 @@ def split_micro_batches(batch: Batch, k: int) -> Batch:
 Sums = tuple[Any, Array, dict[str, Array]]  # (gradient sums, loss sum, stats sums)
 
 
-def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, micro_batches: int) -> Sums:
-    """Gradient, loss and stats sums over `micro_batches` slices of `batch`, scanned to bound memory."""
+def accumulate_gradients(
+    loss_fn: LossFn, params: Any, batch: Batch, micro_batches: int, frozen: Any = None
+) -> Sums:
+    """Gradient, loss and stats sums over `micro_batches` slices of `batch`, scanned to bound memory.
+
+    `frozen` (parameters that take no gradient) is passed to the loss as a third argument when set.
+    """
+    extra = () if frozen is None else (frozen,)
 
     def sums(micro: Batch) -> Sums:
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro)
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro, *extra)
         return grads, loss, stats
 
     if micro_batches == 1:
@@ -79,8 +86,11 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, micro_batch
     return total
 
 
-def sharded_sums(fn: Callable[[Any, Batch], Any], mesh: Mesh, rules: Rules) -> Callable[[Any, Batch], Any]:
-    """Maps ``fn(params, batch_shard) -> sums`` over the mesh's data axis and psums its outputs.
+def sharded_sums(fn: Callable[..., Any], mesh: Mesh, rules: Rules) -> Callable[..., Any]:
+    """Maps ``fn(params, batch_shard[, frozen]) -> sums`` over the mesh's data axis and psums its
+    outputs. The result is called as ``(params, batch, frozen=None)``; `frozen` (e.g. a reference
+    model's parameters), like `params`, is sharded by the automatic axes only and reaches `fn` as a
+    third argument when it is not None.
 
     The pmap-style core of every step: each data shard runs `fn` on its rows, and the outputs (a
     pytree of sums) are added across shards. Trace the result under
@@ -91,13 +101,14 @@ def sharded_sums(fn: Callable[[Any, Batch], Any], mesh: Mesh, rules: Rules) -> C
     inner_rules = without_axes(rules, {DATA_AXIS})
     data_size = mesh.shape[DATA_AXIS]
 
-    def per_shard(params: Any, batch: Batch) -> Any:
+    def per_shard(params: Any, batch: Batch, frozen: Any = None) -> Any:
+        extra = () if frozen is None else (frozen,)
         with activation_rules(inner_rules):
             # Split this shard's rows over the automatic batch axes (fsdp) here, inside the map:
             # a batch that arrives already split over ("data", "fsdp") aborts XLA's Shardy
             # partitioner together with the optimizer update (jax 0.10.2, docs/ARCHITECTURE.md).
             batch = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), batch)
-            sums = fn(params, batch)
+            sums = fn(params, batch, *extra)
         # check_vma=False below: gradients of the replicated params are per-shard here, so the
         # collective is explicit (with check_vma=True JAX would already have summed them).
         return jax.lax.psum(sums, DATA_AXIS) if data_size > 1 else sums
@@ -106,21 +117,24 @@ def sharded_sums(fn: Callable[[Any, Batch], Any], mesh: Mesh, rules: Rules) -> C
         # One data shard: the map and its collective are identities. Skipping them also avoids an
         # XLA error on partially manual maps over a size-1 axis (jax 0.10.2, docs/ARCHITECTURE.md).
         return per_shard
-    return jax.shard_map(
+    mapped = jax.shard_map(
         per_shard,
         mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
+        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS), PartitionSpec()),
         out_specs=PartitionSpec(),
         axis_names={DATA_AXIS},
         check_vma=False,
     )
+    return lambda params, batch, frozen=None: mapped(params, batch, frozen)
 
 
 def sharded_gradients(
     loss_fn: LossFn, mesh: Mesh, rules: Rules, micro_batches: int = 1
 ) -> Callable[[Any, Batch], Sums]:
     """``(grad_sums, loss_sum, stat_sums)`` summed over every data shard and micro-batch."""
-    return sharded_sums(lambda params, batch: accumulate_gradients(loss_fn, params, batch, micro_batches), mesh, rules)
+    return sharded_sums(
+        lambda params, batch, *frozen: accumulate_gradients(loss_fn, params, batch, micro_batches, *frozen), mesh, rules
+    )
 
 
 def step_batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -145,8 +159,13 @@ def make_train_step(
     rules: Rules,
     state_shardings: TrainState,
     micro_batches: int = 1,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Array]]]:
+    frozen_shardings: Any = None,
+) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
     """The compiled step ``(state, batch) -> (state, metrics)``; the input state is donated.
+
+    With `frozen_shardings` (the shardings of a frozen model's parameters, such as a preference
+    reference) the step is ``(state, batch, frozen) -> (state, metrics)`` and the loss function
+    takes the frozen parameters as its third argument; they get no gradient and no update.
 
     Metrics (device scalars): loss (the objective), the loss function's other stats as means,
     grad_norm (before clipping), lr (the rate this update used), tokens (the loss weight) and
@@ -155,9 +174,9 @@ def make_train_step(
     """
     grads_fn = sharded_gradients(loss_fn, mesh, rules, micro_batches)
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
+    def step(state: TrainState, batch: Batch, frozen: Any = None) -> tuple[TrainState, dict[str, Array]]:
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            grad_sums, loss_sum, stats = grads_fn(state.params, batch)
+            grad_sums, loss_sum, stats = grads_fn(state.params, batch, frozen)
         # The total weight is a constant of the batch, so d(sum)/W = d(sum / W): the exact mean.
         denom = jnp.maximum(stats["weight"], 1.0)
         grads = jax.tree.map(lambda g: g / denom, grad_sums)
@@ -180,9 +199,12 @@ def make_train_step(
         )
         return new_state, metrics
 
+    in_shardings = (state_shardings, step_batch_sharding(mesh))
+    if frozen_shardings is not None:
+        in_shardings += (frozen_shardings,)
     jitted = jax.jit(
         step,
-        in_shardings=(state_shardings, step_batch_sharding(mesh)),
+        in_shardings=in_shardings,
         out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
         donate_argnums=(0,),
     )

@@ -1,0 +1,38 @@
+"""A reward model from the SFT model, trained on the generated pairs (a few minutes on CPU).
+
+lmx train configs/sft_tiny.py                   # runs/sft_tiny (see that file)
+lmx train configs/rm_tiny.py                    # -> runs/rm_tiny: the SFT layers + a scalar head
+lmx eval runs/rm_tiny --pairs data/synth/preference_heldout.jsonl
+"""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from lmx.config import CheckpointConfig, Config, EvalConfig, LogConfig, ObjectiveConfig, OptimConfig, TrainConfig
+
+
+def sft_config() -> Config:
+    spec = importlib.util.spec_from_file_location("sft_tiny_config", Path(__file__).with_name("sft_tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config() -> Config:
+    base = sft_config()
+    return dataclasses.replace(
+        base,
+        name="rm_tiny",
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, schedule="cosine", weight_decay=0.0),
+        train=TrainConfig(steps=300, batch_size=32),
+        eval=EvalConfig(every_steps=100, batches=4),
+        checkpoint=CheckpointConfig(every_steps=100),
+        log=LogConfig(every_steps=20),
+        objective=ObjectiveConfig(
+            kind="reward_model",
+            init_from="runs/sft_tiny",
+            train_files="data/synth/preference_train.jsonl",
+            eval_files="data/synth/preference_heldout.jsonl",
+        ),
+    )

@@ -1,0 +1,41 @@
+"""Supervised fine-tuning of the tiny pretrained model on the generated tasks (a few minutes on CPU).
+
+lmx train configs/tiny.py                       # the pretrained model: runs/tiny
+lmx data synth-tasks data/synth                 # copy / reverse / sort / add, train and held-out
+lmx train configs/sft_tiny.py                   # -> runs/sft_tiny
+lmx eval runs/sft_tiny --responses data/synth/sft_heldout.jsonl
+"""
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from lmx.config import CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, ObjectiveConfig, OptimConfig, TrainConfig
+
+
+def pretrained_config() -> Config:
+    """configs/tiny.py, whose run this one starts from (the model section must match its shapes)."""
+    spec = importlib.util.spec_from_file_location("tiny_config", Path(__file__).with_name("tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config() -> Config:
+    base = pretrained_config()
+    return dataclasses.replace(
+        base,
+        name="sft_tiny",
+        data=DataConfig(seq_len=32),  # prompt + answer fit in 32 tokens
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, schedule="cosine", weight_decay=0.0),
+        train=TrainConfig(steps=600, batch_size=32),
+        eval=EvalConfig(every_steps=200, batches=4),
+        checkpoint=CheckpointConfig(every_steps=200),
+        log=LogConfig(every_steps=20),
+        objective=ObjectiveConfig(
+            kind="sft",
+            init_from="runs/tiny",
+            train_files="data/synth/sft_train.jsonl",
+            eval_files="data/synth/sft_heldout.jsonl",
+        ),
+    )

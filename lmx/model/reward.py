@@ -1,0 +1,51 @@
+"""A reward model: the transformer's layers with a scalar head instead of next-token logits."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmx.model.layers import dense_init
+from lmx.model.transformer import Transformer
+
+Array = jax.Array
+
+
+class RewardModel(Transformer):
+    """Maps right-padded sequences ``[B, L]`` to float32 scores ``[B]``.
+
+    The score is a linear head on the final-normed hidden state of each row's last non-padding token
+    (segment id > 0), which has attended to the whole prompt and response. The parameter tree is the
+    language model's (embed, layers, final_norm) plus ``reward_head``, so a pretrained or fine-tuned
+    run initialises everything but the head (`objective.init_from`).
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        cfg = self.cfg
+        self.reward_head = nn.Dense(
+            1,
+            use_bias=False,  # Bradley-Terry compares score differences: a bias would never train
+            dtype=jnp.dtype(cfg.dtype),
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), ("embed", None)),
+            name="reward_head",
+        )
+
+    def __call__(
+        self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None
+    ) -> Array:
+        h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
+        if segment_ids_BxL is None:
+            segment_ids_BxL = jnp.ones_like(tokens_BxL)
+        last_B = jnp.sum(segment_ids_BxL > 0, axis=1) - 1
+        # A masked sum rather than a gather: it partitions cleanly when the batch is sharded.
+        at_last_BxL = jnp.arange(tokens_BxL.shape[1])[None, :] == last_B[:, None]
+        h_BxD = jnp.sum(jnp.where(at_last_BxL[..., None], h_BxLxD, 0.0), axis=1)
+        return self.reward_head(h_BxD)[:, 0].astype(jnp.float32)
+
+
+def model_class(kind: str) -> type[Transformer]:
+    """The module an objective trains: a reward model for ``reward_model``, else the language model."""
+    return RewardModel if kind == "reward_model" else Transformer

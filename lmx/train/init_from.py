@@ -1,0 +1,107 @@
+"""Starting a run from another run's parameters (``objective.init_from``): parameters only.
+
+`init_from` names a run directory (its latest checkpoint) or one checkpoint step directory
+(``RUN/checkpoints/STEP``). Only the ``params`` subtree is read from disk (an Orbax partial restore,
+so the source's optimizer moments are never loaded), straight into this run's shardings. Every
+parameter of this run must exist in the source with the same shape, except new heads (a reward
+model's ``reward_head``), which keep their fresh initialisation; source parameters this run does not
+have (a language model's ``unembed`` under a reward model) are left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from lmx.errors import CheckpointError, ConfigError
+
+# Parameters a run may add on top of its source's (they are initialised fresh).
+NEW_HEADS = ("reward_head",)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    run_dir: Path
+    step: int
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / str(self.step) / "state"
+
+
+def resolve_init_from(spec: str) -> InitSource:
+    """The run directory and checkpoint step that `spec` names; CheckpointError when there is none."""
+    path = Path(spec).expanduser().absolute()
+    key = f"objective.init_from={spec!r}"
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        source = InitSource(path.parent.parent, int(path.name))
+    else:
+        checkpoints = path / "checkpoints"
+        steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+        if not steps:
+            raise CheckpointError(f"{key}: no checkpoint there (a run directory or RUN/checkpoints/STEP)")
+        source = InitSource(path, steps[-1])
+    if not source.state_dir.is_dir():
+        raise CheckpointError(f"{key}: {source.state_dir} does not exist")
+    return source
+
+
+def _path_name(path: tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+def load_init_params(spec: str, target_params: Any) -> tuple[Any, InitSource, list[str]]:
+    """``(params, source, new)``: the source's values of this run's parameters, restored into the
+    shardings of `target_params` (arrays or `jax.ShapeDtypeStruct`s with shardings).
+
+    `new` lists the parameters the source lacks (new heads): they are taken from `target_params`,
+    which must then hold initialised arrays. Raises ConfigError naming the parameter when a shape
+    differs or a parameter other than a new head is missing from the source.
+    """
+    source = resolve_init_from(spec)
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        metadata = handler.metadata(source.state_dir)
+        saved = traverse_util.flatten_dict(dict((metadata.tree if hasattr(metadata, "tree") else metadata)["params"]))
+    except Exception as e:  # Orbax raises many types for unreadable checkpoints
+        raise CheckpointError(f"{source.state_dir}: cannot read the checkpoint's parameters ({e})") from e
+    target = traverse_util.flatten_dict(target_params)
+    wanted, new = {}, []
+    for path, array in target.items():
+        if path not in saved:
+            if path[0] in NEW_HEADS:
+                new.append(_path_name(path))
+                continue
+            raise ConfigError(
+                f"objective.init_from={spec!r}: parameter {_path_name(path)!r} is not in {source.state_dir} "
+                "(the source run has another architecture)"
+            )
+        if tuple(saved[path].shape) != tuple(array.shape):
+            raise ConfigError(
+                f"objective.init_from={spec!r}: parameter {_path_name(path)!r} has shape {tuple(saved[path].shape)} "
+                f"in {source.state_dir} but {tuple(array.shape)} under this config's model section"
+            )
+        wanted[path] = jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=array.sharding)
+    abstract = {"params": traverse_util.unflatten_dict(wanted)}
+    try:
+        restored = handler.restore(
+            source.state_dir,
+            args=ocp.args.PyTreeRestore(
+                item=abstract,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True,
+            ),
+        )
+    except Exception as e:
+        raise CheckpointError(f"{source.state_dir}: failed to restore parameters ({type(e).__name__}: {e})") from e
+    loaded = traverse_util.flatten_dict(restored["params"]) if wanted else {}
+    merged = {path: loaded.get(path, array) for path, array in target.items()}
+    unset = [_path_name(p) for p, v in merged.items() if isinstance(v, jax.ShapeDtypeStruct)]
+    if unset:
+        raise ValueError(f"new parameters {unset} need initialised values in target_params")
+    return traverse_util.unflatten_dict(merged), source, new
