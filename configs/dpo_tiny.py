@@ -28,8 +28,8 @@ def get_config() -> Config:
     return dataclasses.replace(
         base,
         name="dpo_tiny",
-        optim=OptimConfig(learning_rate=5e-4, warmup_steps=20, schedule="cosine", weight_decay=0.0),
-        train=TrainConfig(steps=300, batch_size=32),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, schedule="cosine", weight_decay=0.0),
+        train=TrainConfig(steps=400, batch_size=32),
         eval=EvalConfig(every_steps=100, batches=4),
         checkpoint=CheckpointConfig(every_steps=100),
         log=LogConfig(every_steps=20),

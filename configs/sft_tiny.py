@@ -10,7 +10,16 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
-from lmx.config import CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, ObjectiveConfig, OptimConfig, TrainConfig
+from lmx.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    EvalConfig,
+    LogConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+)
 
 
 def pretrained_config() -> Config:
@@ -27,10 +36,10 @@ def get_config() -> Config:
         base,
         name="sft_tiny",
         data=DataConfig(seq_len=32),  # prompt + answer fit in 32 tokens
-        optim=OptimConfig(learning_rate=1e-3, warmup_steps=20, schedule="cosine", weight_decay=0.0),
-        train=TrainConfig(steps=600, batch_size=32),
-        eval=EvalConfig(every_steps=200, batches=4),
-        checkpoint=CheckpointConfig(every_steps=200),
+        optim=OptimConfig(learning_rate=3e-3, warmup_steps=20, schedule="cosine", weight_decay=0.0),
+        train=TrainConfig(steps=1500, batch_size=32),
+        eval=EvalConfig(every_steps=500, batches=4),
+        checkpoint=CheckpointConfig(every_steps=500),
         log=LogConfig(every_steps=20),
         objective=ObjectiveConfig(
             kind="sft",

@@ -74,15 +74,21 @@ def exact_match(generator: Any, template: ChatTemplate, items: Sequence[AnswerIt
 
 
 def exact_match_run(
-    run_dir: str | Path, path: str, step: int | None = None, batch_size: int = 32, max_new_tokens: int = 0
+    run_dir: str | Path,
+    path: str,
+    step: int | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 0,
+    devices: Sequence[Any] | None = None,
 ) -> tuple[int, ExactMatch]:
     """`exact_match` of a run's checkpoint on the SFT-format file `path`. `max_new_tokens` 0: the
-    longest reference answer plus its EOS (and a little room), within the model's context."""
+    longest reference answer plus its EOS (and a little room), within the model's context.
+    `devices`: where to load the run (by default every device, which its mesh must fit)."""
     from lmx.generate import Generator
     from lmx.runs import load_run
 
     items = read_answer_items(path)
-    run = load_run(run_dir, step)
+    run = load_run(run_dir, step, devices)
     if run.cfg.objective.kind == "reward_model":
         raise ConfigError(f"{run_dir}: a reward model does not generate; evaluate it with --pairs")
     template = ChatTemplate(run.require_tokenizer())
@@ -102,7 +108,9 @@ def exact_match_run(
     return run.step, exact_match(generator, template, items, max_new_tokens)
 
 
-def evaluate_pairs_run(run_dir: str | Path, path: str, step: int | None = None) -> tuple[int, dict[str, float]]:
+def evaluate_pairs_run(
+    run_dir: str | Path, path: str, step: int | None = None, devices: Sequence[Any] | None = None
+) -> tuple[int, dict[str, float]]:
     """A reward-model or preference run's own objective metrics on the preference file `path`."""
     from lmx.data.preference import pair_record, read_preference
     from lmx.runs import load_run
@@ -110,7 +118,7 @@ def evaluate_pairs_run(run_dir: str | Path, path: str, step: int | None = None) 
     from lmx.train.preference_losses import NEEDS_REFERENCE
     from lmx.train.tasks import Records, evaluate_objective, objective_eval_step
 
-    run = load_run(run_dir, step)
+    run = load_run(run_dir, step, devices)
     cfg = run.cfg
     if cfg.objective.kind not in ("reward_model", "preference"):
         raise ConfigError(

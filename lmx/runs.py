@@ -7,6 +7,7 @@ Used by everything that starts from a trained model: evaluation, generation, and
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,22 @@ def read_run_config(run_dir: str | Path) -> Config:
     return Config.from_json(path.read_text())
 
 
+def devices_for(cfg: Config) -> list[jax.Device]:
+    """The devices to load a run onto: all of them, or the first ones when the run's mesh is fully
+    sized and smaller (a run trained on 1 device, evaluated on a machine with 8)."""
+    devices = jax.devices()
+    wanted = math.prod(cfg.mesh.shape)
+    if -1 not in cfg.mesh.shape and wanted < len(devices):
+        return devices[:wanted]
+    return devices
+
+
 def load_run(
     run_dir: str | Path, step: int | None = None, devices: Sequence[jax.Device] | None = None, cfg: Config | None = None
 ) -> LoadedRun:
     """The run's parameters at `step` (the latest checkpoint by default), on a mesh built from its
-    config (or `cfg`, e.g. with another mesh). Raises CheckpointError when there is no checkpoint."""
+    config (or `cfg`, e.g. with another mesh) over `devices` (by default `devices_for`). Raises
+    CheckpointError when there is no checkpoint."""
     from lmx.checkpoint import Checkpoints
 
     run_dir = Path(run_dir)
@@ -53,6 +65,8 @@ def load_run(
     checkpoint_dir = run_dir / "checkpoints"
     if not checkpoint_dir.is_dir() or not any(p.name.isdigit() for p in checkpoint_dir.iterdir()):
         raise CheckpointError(f"{run_dir}: no checkpoint to load (train it first, or check the path)")
+    if devices is None:
+        devices = devices_for(cfg)
     setup = setup_training(cfg, devices, init=False)
     checkpoints = Checkpoints(checkpoint_dir, cfg.checkpoint, log=lambda _: None)
     try:

@@ -131,6 +131,18 @@ def test_batches_have_one_shape_and_follow_the_seed(template, tmp_path):
         ('{"messages": [{"role": "bot", "content": "x"}]}', read_sft, r"bad.jsonl:2: messages\[0\]: role 'bot'"),
         ('{"messages": [{"role": "user", "content": "x"}]}', read_sft, r"bad.jsonl:2: the last message must be"),
         ('{"prompt": "a", "chosen": "b"}', read_preference, r"bad.jsonl:2: missing field 'rejected'"),
+        ('{"prompt": "a", "response": " "}', read_sft, r"bad.jsonl:2: field 'response' is empty"),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}',
+            read_sft,
+            r"bad.jsonl:2: the assistant's response is empty",
+        ),
+        ('{"prompt": "a", "chosen": "", "rejected": "b"}', read_preference, r"bad.jsonl:2: field 'chosen' is empty"),
+        (
+            '{"prompt": "a", "chosen": "b", "rejected": "b"}',
+            read_preference,
+            r"bad.jsonl:2: 'chosen' and 'rejected' are",
+        ),
     ],
 )
 def test_bad_records_name_file_and_line(template, tmp_path, line, reader, message):
@@ -155,3 +167,19 @@ def test_a_tokenizer_without_chat_symbols_is_refused(tmp_path):
     plain = train_tokenizer(texts, tmp_path / "plain.model", vocab_size=300, user_symbols=())
     with pytest.raises(DataError, match="chat role symbols"):
         ChatTemplate(plain)
+
+
+def test_a_prompt_longer_than_the_context_is_dropped_or_cut_and_counted(template, tmp_path):
+    long_prompt = "word " * 200
+    records = [
+        {"prompt": "q", "chosen": "yes", "rejected": "no"},
+        {"prompt": long_prompt, "chosen": "yes", "rejected": "no"},
+        {"prompt": "q2", "chosen": "a " * 200, "rejected": "no"},
+    ]
+    path = write_jsonl(tmp_path / "p.jsonl", records)
+    pairs, stats = read_preference(path, template, SEQ, "drop")
+    assert (stats.records, stats.kept, stats.dropped, stats.truncated) == (3, 1, 2, 0)
+    # Truncation can shorten a response, never a prompt: the long prompt is still dropped.
+    pairs, stats = read_preference(path, template, SEQ, "truncate")
+    assert (stats.kept, stats.dropped, stats.truncated) == (2, 1, 1)
+    assert all(len(p.prompt) + len(p.chosen) <= SEQ + 1 for p in pairs)

@@ -1,0 +1,44 @@
+"""The generated post-training data: checkable answers, wrong rejected answers, disjoint splits."""
+
+import json
+
+import pytest
+
+from lmx.data.synth import synth_examples, write_synth_tasks
+from lmx.errors import DataError
+
+
+def solve(prompt: str) -> str:
+    task, *args = prompt.split()
+    xs = [int(a) for a in args]
+    answer = {"copy": xs, "reverse": xs[::-1], "sort": sorted(xs), "add": [sum(xs)]}[task]
+    return " ".join(str(x) for x in answer)
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_files_are_correct_deterministic_and_disjoint(tmp_path):
+    paths = write_synth_tasks(tmp_path / "a", train=400, heldout=40, seed=3)
+    again = write_synth_tasks(tmp_path / "b", train=400, heldout=40, seed=3)
+    for name, path in paths.items():
+        assert path.read_text() == again[name].read_text(), name
+    sft_train, sft_held = read(paths["sft_train"]), read(paths["sft_heldout"])
+    pref_train, pref_held = read(paths["preference_train"]), read(paths["preference_heldout"])
+    assert (len(sft_train), len(sft_held), len(pref_train), len(pref_held)) == (400, 40, 400, 40)
+    for r in sft_train + sft_held:
+        assert r["response"] == solve(r["prompt"])
+    for r in pref_train + pref_held:
+        assert r["chosen"] == solve(r["prompt"]) and r["rejected"] != r["chosen"]
+        assert len(r["rejected"].split()) == len(r["chosen"].split()) or r["task"] == "add"
+    held = {r["prompt"] for r in sft_held + pref_held}
+    assert not held & {r["prompt"] for r in sft_train + pref_train}
+    assert {r["task"] for r in sft_train} == {"copy", "reverse", "sort", "add"}
+
+
+def test_bad_requests_are_refused():
+    with pytest.raises(DataError, match="unknown synthetic task"):
+        synth_examples(["divide"], 10, 0)
+    with pytest.raises(DataError, match="cannot draw"):
+        synth_examples(["add"], 20_000, 0)  # only 100 x 100 distinct sums
