@@ -41,4 +41,14 @@ def test_bad_requests_are_refused():
     with pytest.raises(DataError, match="unknown synthetic task"):
         synth_examples(["divide"], 10, 0)
     with pytest.raises(DataError, match="cannot draw"):
-        synth_examples(["add"], 20_000, 0)  # only 100 x 100 distinct sums
+        synth_examples(["add"], 10_001, 0)  # only 100 x 100 distinct prompts
+
+
+def test_the_cli_writes_the_files_and_refuses_two_eval_sources(tmp_path, capsys):
+    from lmx.cli import main
+
+    assert main(["data", "synth-tasks", str(tmp_path), "--train", "40", "--heldout", "4", "--tasks", "copy"]) == 0
+    assert len(read(tmp_path / "sft_train.jsonl")) == 40
+    assert {r["task"] for r in read(tmp_path / "preference_heldout.jsonl")} == {"copy"}
+    assert main(["eval", str(tmp_path), "--pairs", "a.jsonl", "--responses", "b.jsonl"]) == 2
+    assert "at most one of" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def synth_examples(
         task = tasks[len(out) % len(tasks)]
         example = TASKS[task](rng)
         attempts += 1
-        if attempts > 100 * n + 1000:
+        if attempts > 20 * n + 1000:
             raise DataError(f"cannot draw {n} distinct prompts of tasks {list(tasks)}; ask for fewer")
         if example[0] in seen:
             continue
