@@ -10,21 +10,22 @@ objective.label_smoothing); --set objective.reference=precomputed runs the refer
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
-from lmx.config import CheckpointConfig, Config, EvalConfig, LogConfig, ObjectiveConfig, OptimConfig, TrainConfig
-
-
-def sft_config() -> Config:
-    spec = importlib.util.spec_from_file_location("sft_tiny_config", Path(__file__).with_name("sft_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from lmx.config import (
+    CheckpointConfig,
+    Config,
+    EvalConfig,
+    LogConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+    load_config,
+)
 
 
 def get_config() -> Config:
-    base = sft_config()
+    base = load_config(Path(__file__).with_name("sft_tiny.py"))  # the run this one starts from
     return dataclasses.replace(
         base,
         name="dpo_tiny",

@@ -7,7 +7,6 @@ lmx eval runs/sft_tiny --responses data/synth/sft_heldout.jsonl
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 from lmx.config import (
@@ -19,19 +18,12 @@ from lmx.config import (
     ObjectiveConfig,
     OptimConfig,
     TrainConfig,
+    load_config,
 )
 
 
-def pretrained_config() -> Config:
-    """configs/tiny.py, whose run this one starts from (the model section must match its shapes)."""
-    spec = importlib.util.spec_from_file_location("tiny_config", Path(__file__).with_name("tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def get_config() -> Config:
-    base = pretrained_config()
+    base = load_config(Path(__file__).with_name("tiny.py"))  # the run this one starts from
     return dataclasses.replace(
         base,
         name="sft_tiny",
