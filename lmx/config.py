@@ -324,6 +324,21 @@ class ObjectiveConfig:
 
 
 @dataclasses.dataclass(**_DATACLASS)
+class SweepConfig:
+    """Where a run sits in a sweep (lmx.scaling.sweep). Set by the sweep, never by hand: the run's
+    wandb group is the sweep's name, and its coordinates reach wandb and the fits with the config."""
+
+    SECTION: ClassVar[str] = "sweep"
+
+    name: str = ""
+    # (key, value) pairs, e.g. (("budget", 1e13), ("model", "L4-d128"), ("params", 1.2e6)).
+    coords: tuple[tuple[str, Any], ...] = ()
+
+    def coord(self, key: str, default: Any = None) -> Any:
+        return dict(self.coords).get(key, default)
+
+
+@dataclasses.dataclass(**_DATACLASS)
 class Config:
     """The whole run. Sections are passed explicitly to the code that needs them, never globally."""
 
@@ -337,6 +352,7 @@ class Config:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:
         if self.data.seq_len > self.model.max_seq_len:
@@ -534,10 +550,16 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | Iterable[str]) -
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | Iterable[str] = ()) -> Config:
-    """Imports a config file (a Python module defining ``get_config()``) and applies overrides."""
+    """Imports a config file (a Python module defining ``get_config()``, or a resolved config saved
+    as JSON, like a run's ``config.json``) and applies overrides."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.suffix == ".json":
+        try:
+            return apply_overrides(Config.from_json(path.read_text()), overrides)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     module_name = f"lmx_config_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

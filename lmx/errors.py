@@ -19,3 +19,8 @@ class CheckpointError(LmxError):
 
 class NonFiniteError(LmxError):
     """Training met a non-finite loss or gradient under ``train.nonfinite=stop``. Names the step."""
+
+
+class FitError(LmxError):
+    """A scaling-law fit cannot be made: too few points for the fit, or points that do not
+    determine it (an IsoFLOP profile without a minimum). The message says what is missing."""

@@ -107,7 +107,9 @@ class ProgressSink:
 
 class WandbSink:
     """Logs rows to a wandb run. The run id is kept in ``<run>/wandb_run_id`` so that a resumed
-    run continues the same wandb run; the resolved config is the run's config."""
+    run continues the same wandb run; the resolved config is the run's config. A sweep's run joins
+    the group named after its sweep, and its sweep coordinates become top-level config keys
+    (``sweep/budget``, ...) so the wandb UI can group and filter by them."""
 
     def __init__(self, cfg: WandbConfig, run_dir: str | Path, config: Config) -> None:
         import wandb
@@ -118,14 +120,14 @@ class WandbSink:
         self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity or None,
-            group=cfg.group or None,
+            group=cfg.group or config.sweep.name or None,
             tags=list(cfg.tags) or None,
             name=config.name,
             mode=cfg.mode,
             dir=str(run_dir),
             id=run_id,
             resume="allow",
-            config=config.to_dict(),
+            config={**config.to_dict(), **{f"sweep/{k}": v for k, v in config.sweep.coords}},
         )
         id_file.write_text(run_id + "\n")
 

@@ -1,7 +1,11 @@
 """Parameter counts and training FLOPs per token, from the model config alone.
 
-Two FLOPs definitions:
-- ``6N`` (Kaplan et al. 2020): 6 x the non-embedding parameter count per token.
+Three FLOPs definitions (`FLOPS_DEFINITIONS`), all training FLOPs per token:
+- ``6n`` (Kaplan et al. 2020): 6 x the non-embedding parameter count.
+- ``porian`` (Porian et al. 2024, "Resolving discrepancies in compute-optimal scaling"):
+  6 x (non-embedding + unembedding) parameters. The output projection is a real matmul on every
+  token, and leaving it out is one of the causes they found of the Kaplan/Hoffmann disagreement;
+  the input embedding is a lookup and stays out.
 - ``detailed``: Hoffmann et al. 2022 (Chinchilla), appendix F, term by term: embeddings, QKV
   projections, attention logits, softmax, attention over values, output projection, MLP, final
   logits; backward = 2 x forward. Two adaptations to this architecture, both exact for it: K and V
@@ -12,8 +16,12 @@ Two FLOPs definitions:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Literal
 
-from lmx.config import ModelConfig
+from lmx.config import Config, ModelConfig
+
+FlopsDefinition = Literal["6n", "porian", "detailed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +29,15 @@ class ParamCounts:
     total: int
     embedding: int  # input embedding, plus the output embedding when untied
     non_embedding: int
+    unembedding: int  # the output projection's weights (shared with the input when tied)
+
+    def by_definition(self, definition: FlopsDefinition) -> int:
+        """The parameter count N that goes with a FLOPs definition (C = 6 N D for the first two)."""
+        if definition == "6n":
+            return self.non_embedding
+        if definition == "porian":
+            return self.non_embedding + self.unembedding
+        return self.total
 
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
@@ -33,7 +50,12 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
     per_layer = attention + mlp + 2 * d  # two norm scales
     embedding = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     non_embedding = cfg.n_layers * per_layer + d  # + final norm
-    return ParamCounts(total=embedding + non_embedding, embedding=embedding, non_embedding=non_embedding)
+    return ParamCounts(
+        total=embedding + non_embedding,
+        embedding=embedding,
+        non_embedding=non_embedding,
+        unembedding=cfg.vocab_size * d,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +108,73 @@ def flops_per_token_detailed(cfg: ModelConfig, seq_len: int) -> float:
 def flops_per_token_6n(cfg: ModelConfig) -> float:
     """Training FLOPs per token as 6 x non-embedding parameters (Kaplan et al. 2020)."""
     return 6 * param_counts(cfg).non_embedding
+
+
+def flops_per_token_porian(cfg: ModelConfig) -> float:
+    """Training FLOPs per token as 6 x (non-embedding + unembedding) parameters (Porian et al. 2024)."""
+    counts = param_counts(cfg)
+    return 6 * (counts.non_embedding + counts.unembedding)
+
+
+FLOPS_DEFINITIONS: dict[str, Callable[[ModelConfig, int], float]] = {
+    "6n": lambda cfg, seq_len: flops_per_token_6n(cfg),
+    "porian": lambda cfg, seq_len: flops_per_token_porian(cfg),
+    "detailed": flops_per_token_detailed,
+}
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, definition: FlopsDefinition = "detailed") -> float:
+    """Training FLOPs per token under `definition` (one of `FLOPS_DEFINITIONS`)."""
+    if definition not in FLOPS_DEFINITIONS:
+        raise ValueError(f"unknown FLOPs definition {definition!r}; expected one of {sorted(FLOPS_DEFINITIONS)}")
+    return FLOPS_DEFINITIONS[definition](cfg, seq_len)
+
+
+def tokens_per_step(cfg: Config) -> int:
+    """Tokens one optimizer step trains on (pretraining: every position of the global batch)."""
+    return cfg.train.batch_size * cfg.data.seq_len
+
+
+def training_flops(cfg: Config, definition: FlopsDefinition = "detailed", steps: int | None = None) -> float:
+    """Training FLOPs of a pretraining run of `cfg` (``train.steps`` steps unless `steps` is given)."""
+    steps = cfg.train.steps if steps is None else steps
+    return flops_per_token(cfg.model, cfg.data.seq_len, definition) * tokens_per_step(cfg) * steps
+
+
+def model_flops_utilization(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float | None:
+    """MFU: model FLOP/s achieved over the hardware's peak (None when the peak is unknown)."""
+    if peak_flops_per_s <= 0:
+        return None
+    return tokens_per_s * flops_per_token / peak_flops_per_s
+
+
+def flops_table(cfg: Config) -> list[tuple[str, str]]:
+    """(quantity, value) rows describing one config's size and cost: what ``lmx flops`` prints."""
+    counts = param_counts(cfg.model)
+    L = cfg.data.seq_len
+    f = forward_flops(cfg.model, L)
+    tokens = tokens_per_step(cfg)
+    rows = [
+        ("parameters (total)", f"{counts.total:,}"),
+        ("  embedding", f"{counts.embedding:,}"),
+        ("  non-embedding", f"{counts.non_embedding:,}"),
+        ("  unembedding (output projection)", f"{counts.unembedding:,}"),
+        ("sequence length", f"{L:,}"),
+        ("tokens per step", f"{tokens:,}"),
+        ("steps", f"{cfg.train.steps:,}"),
+        ("training tokens", f"{tokens * cfg.train.steps:,}"),
+        ("tokens per parameter (total)", f"{tokens * cfg.train.steps / counts.total:.2f}"),
+        ("forward FLOPs per sequence, appendix F:", ""),
+    ]
+    for name in ("embeddings", "qkv", "attention_logits", "softmax", "attention_values", "attention_output", "mlp"):
+        per_layer = "" if name == "embeddings" else f" (x {cfg.model.n_layers} layers)"
+        rows.append((f"  {name}{per_layer}", f"{getattr(f, name):.4g}"))
+    rows.append(("  final_logits", f"{f.final_logits:.4g}"))
+    rows.append(("training FLOPs per token:", ""))
+    for definition in FLOPS_DEFINITIONS:
+        per_token = flops_per_token(cfg.model, L, definition)
+        rows.append((f"  {definition}", f"{per_token:.4g} (run: {per_token * tokens * cfg.train.steps:.4g})"))
+    return rows
 
 
 def matmul_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

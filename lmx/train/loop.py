@@ -29,7 +29,7 @@ from lmx.config import Config
 from lmx.errors import CheckpointError, NonFiniteError
 from lmx.evaluate import eval_batch_size
 from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
-from lmx.scaling.flops import flops_per_token_detailed, param_counts
+from lmx.scaling.flops import flops_per_token_detailed, model_flops_utilization, param_counts
 from lmx.scaling.hardware import peak_flops
 from lmx.train.init_from import load_init_params
 from lmx.train.objectives import uses_frozen_reference
@@ -277,8 +277,9 @@ class Trainer:
             "flops_per_s": tokens_per_s * self.flops_per_token,
             "skipped_steps": int(skipped),
         }
-        if self.peak_flops:
-            row["mfu"] = row["flops_per_s"] / self.peak_flops
+        mfu = model_flops_utilization(tokens_per_s, self.flops_per_token, self.peak_flops)
+        if mfu is not None:
+            row["mfu"] = mfu
         return row
 
     def _check_finite(self, step: int, pending: list[dict[str, Any]]) -> None:

@@ -63,9 +63,7 @@ def split_micro_batches(batch: Batch, k: int) -> Batch:
 Sums = tuple[Any, Array, dict[str, Array]]  # (gradient sums, loss sum, stats sums)
 
 
-def accumulate_gradients(
-    loss_fn: LossFn, params: Any, batch: Batch, micro_batches: int, frozen: Any = None
-) -> Sums:
+def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, micro_batches: int, frozen: Any = None) -> Sums:
     """Gradient, loss and stats sums over `micro_batches` slices of `batch`, scanned to bound memory.
 
     `frozen` (parameters that take no gradient) is passed to the loss as a third argument when set.

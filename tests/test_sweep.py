@@ -1,0 +1,182 @@
+"""Sweep files, IsoFLOP plans, the dry-run table and the slurm script (no training here)."""
+
+import json
+import subprocess
+import textwrap
+
+import pytest
+
+from lmx.cli import main
+from lmx.config import Config, DataConfig, ModelConfig, TrainConfig, load_config
+from lmx.errors import ConfigError
+from lmx.scaling.flops import training_flops
+from lmx.scaling.launch import write_plan, write_slurm
+from lmx.scaling.sweep import LadderRule, Point, Sweep, cross, format_value, grid, isoflop, load_sweep
+
+BASE = Config(
+    model=ModelConfig(vocab_size=512, max_seq_len=64),
+    data=DataConfig(seq_len=64),
+    train=TrainConfig(batch_size=8),
+)
+MODELS = LadderRule(head_dim=16, aspect_ratio=32).ladder([32, 64, 96, 128])
+
+
+def test_ladder_rule_scales_depth_heads_and_mlp_together():
+    shapes = LadderRule(head_dim=32, kv_group=2, mlp_ratio=8 / 3, multiple_of=32, aspect_ratio=64).ladder(
+        [128, 256, 384]
+    )
+    assert [s.name for s in shapes] == ["L2-d128", "L4-d256", "L6-d384"]
+    assert [(s.n_heads, s.n_kv_heads) for s in shapes] == [(4, 2), (8, 4), (12, 6)]
+    assert [s.d_ff for s in shapes] == [352, 704, 1024]  # 8/3 x d_model rounded up to 32
+    assert shapes[2].overrides == {
+        "model.n_layers": 6,
+        "model.d_model": 384,
+        "model.n_heads": 12,
+        "model.n_kv_heads": 6,
+        "model.d_ff": 1024,
+    }
+    with pytest.raises(ConfigError, match="head_dim"):
+        LadderRule(head_dim=48).shape(2, 64)
+
+
+def test_grid_names_and_overrides():
+    points = grid({"optim.learning_rate": [1e-3, 3e-3], "train.batch_size": [8, 16]}, {"optim.learning_rate": "lr"})
+    assert [p.name for p in points] == [
+        "lr1e-3-batch_size8",
+        "lr1e-3-batch_size16",
+        "lr3e-3-batch_size8",
+        "lr3e-3-batch_size16",
+    ]
+    assert points[3].overrides == {"optim.learning_rate": 3e-3, "train.batch_size": 16}
+    assert format_value(1e13) == "1e13" and format_value(2.5e12) == "2.5e12" and format_value(0.5) == "0.5"
+
+
+@pytest.mark.parametrize("definition", ["6n", "porian", "detailed"])
+def test_isoflop_runs_spend_their_budget_within_one_step(definition):
+    budgets = (3e11, 1e12, 3e12)
+    sweep = Sweep("iso", BASE, isoflop(budgets, MODELS), flops=definition, warmup_fraction=0.1)
+    runs = sweep.runs()
+    assert len(runs) == len(budgets) * len(MODELS)
+    for run in runs:
+        cfg = run.config
+        budget = run.coords["budget"]
+        one_step = training_flops(cfg, definition, steps=1)
+        assert abs(training_flops(cfg, definition) - budget) <= one_step, run.name
+        assert cfg.optim.warmup_steps == round(0.1 * cfg.train.steps)
+        assert cfg.name == run.name and run.name.startswith("C")
+        assert cfg.sweep.name == "iso" and cfg.log.wandb.group == "iso"
+        assert run.coords["flops_definition"] == definition and run.coords["model"] in run.name
+    # Bigger models get fewer steps at the same budget.
+    first_budget = [r.config.train.steps for r in runs[: len(MODELS)]]
+    assert first_budget == sorted(first_budget, reverse=True)
+
+
+def test_sub_sweeps_keep_the_budget_when_the_batch_changes():
+    points = cross(isoflop([1e12], MODELS[:2]), grid({"train.batch_size": [8, 32]}, {"train.batch_size": "bs"}))
+    runs = Sweep("sub", BASE, points, flops="6n").runs()
+    assert [r.name for r in runs] == ["C1e12-L1-d32-bs8", "C1e12-L1-d32-bs32", "C1e12-L2-d64-bs8", "C1e12-L2-d64-bs32"]
+    small, large = runs[0].config, runs[1].config
+    assert large.train.batch_size == 32 and abs(small.train.steps / large.train.steps - 4) < 0.01
+    for run in runs:
+        assert abs(training_flops(run.config, "6n") - 1e12) <= training_flops(run.config, "6n", steps=1)
+        assert run.coords["bs"] == run.config.train.batch_size
+
+
+def test_sweep_errors_name_the_run():
+    with pytest.raises(ConfigError, match="two runs are named 'a'"):
+        Sweep("s", BASE, [Point("a"), Point("a")])
+    with pytest.raises(ConfigError, match=r"run bad: unknown config key 'model.d_modle'"):
+        Sweep("s", BASE, [Point("bad", {"model.d_modle": 64})]).runs()
+    with pytest.raises(ConfigError, match="less than half a step"):
+        Sweep("s", BASE, isoflop([1e3], MODELS[:1])).runs()
+    with pytest.raises(ConfigError, match="flops='7n'"):
+        Sweep("s", BASE, [Point("a")], flops="7n")
+
+
+SWEEP_FILE = """
+from lmx.config import Config, DataConfig, ModelConfig, TrainConfig
+from lmx.scaling.sweep import LadderRule, Sweep, isoflop
+
+def get_sweep():
+    base = Config(model=ModelConfig(vocab_size=512, max_seq_len=64), data=DataConfig(seq_len=64),
+                  train=TrainConfig(batch_size=8))
+    models = LadderRule(head_dim=16).ladder([32, 64])
+    return Sweep("filed", base, isoflop([1e11, 1e12], models), flops="porian")
+"""
+
+
+def test_dry_run_prints_the_plan(tmp_path, capsys):
+    path = tmp_path / "sweep.py"
+    path.write_text(SWEEP_FILE)
+    assert main(["sweep", str(path), "--dry-run", "--flops-per-s", "1e9", "--dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    runs = load_sweep(path).runs()
+    for run in runs:
+        assert run.name in out
+    row = next(line for line in out.splitlines() if line.startswith("C1e12-L1-d32"))
+    cfg = runs[2].config
+    tokens = cfg.train.steps * 8 * 64
+    assert f"{tokens:,}" in row and f"{cfg.train.steps:,}" in row and "16.7 min" in row  # 1e12 / 1e9 s
+    assert "tokens/param" in out and "est. time" in out
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_sweep_file_errors(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_sweep():\n    return 3\n")
+    with pytest.raises(ConfigError, match="expected lmx.scaling.sweep.Sweep"):
+        load_sweep(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(tmp_path / "missing.py")
+
+
+def test_slurm_script_has_one_array_task_per_run(tmp_path):
+    sweep = Sweep("slurm-test", BASE, isoflop([1e11, 1e12], MODELS[:3]), flops="porian")
+    runs = sweep.runs()
+    path = write_slurm(sweep, runs, tmp_path / "sweep", directives=["--gres=gpu:1", "time=1:00:00"], max_parallel=2)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    text = path.read_text()
+    assert f"#SBATCH --array=0-{len(runs) - 1}%2" in text
+    assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --time=1:00:00" in text
+    commands = (tmp_path / "sweep" / "commands.txt").read_text().splitlines()
+    assert len(commands) == len(runs) == 6
+    # Task i of the array runs run i: the embedded arrays line up with commands.txt.
+    names_block = text.split("RUNS=(\n", 1)[1].split("\n)", 1)[0].split()
+    assert names_block == [r.name for r in runs]
+    for run, command in zip(runs, commands, strict=True):
+        assert f"configs/{run.name}.json" in command and command.endswith(f"--run-dir {tmp_path / 'sweep' / run.name}")
+    # Running a task runs its command (here a harmless stand-in for python), and skips finished runs.
+    fake = tmp_path / "fake"
+    write_slurm(sweep, runs, fake, python="echo")
+    out = subprocess.run(
+        ["bash", str(fake / "sweep.sbatch")],
+        env={"SLURM_ARRAY_TASK_ID": "4", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"-m lmx.cli train {fake}/configs/{runs[4].name}.json" in out
+    (fake / runs[4].name).mkdir()
+    (fake / runs[4].name / "summary.json").write_text("{}")
+    out = subprocess.run(
+        ["bash", str(fake / "sweep.sbatch")],
+        env={"SLURM_ARRAY_TASK_ID": "4", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "finished before, skipped" in out
+
+
+def test_resolved_configs_round_trip_as_json_config_files(tmp_path):
+    sweep = Sweep("json", BASE, isoflop([1e12], MODELS[:2]), flops="porian")
+    runs = sweep.runs()
+    write_plan(runs, tmp_path)
+    for run in runs:
+        path = tmp_path / "configs" / f"{run.name}.json"
+        assert load_config(path) == run.config
+        coords = dict(json.loads(path.read_text())["sweep"]["coords"])
+        assert coords["budget"] == 1e12 and coords["model"] == run.name.split("-", 1)[1]
+    (tmp_path / "broken.json").write_text(textwrap.dedent('{"model": {"d_modle": 3}}'))
+    with pytest.raises(ConfigError, match=r"broken.json: unknown config key 'model.d_modle'"):
+        load_config(tmp_path / "broken.json")
