@@ -13,8 +13,8 @@ import os
 import time
 
 import numpy as np
-
 from common import write_results
+
 from lmx.scaling.fit import bootstrap, fit_parametric
 from lmx.scaling.points import Points
 

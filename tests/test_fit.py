@@ -80,7 +80,7 @@ def test_bootstrap_intervals_contain_the_truth(parametric_fit):
 def test_compute_optimal_allocation_spends_the_budget():
     fit = dict(TRUE, flops_per_param_token=6.0)
     N, D = parametric_optimum(fit, 1e21)
-    assert 6 * N * D == pytest.approx(1e21)
+    assert pytest.approx(1e21) == 6 * N * D
     # A minimum: moving along the budget either way raises the loss.
     for factor in (0.9, 1.1):
         assert law(N * factor, D / factor) > law(N, D)
@@ -159,7 +159,9 @@ def test_concave_profile_is_an_error_not_a_minimum():
 def test_fit_cli_writes_json_and_plots(tmp_path, capsys):
     points = isoflop_points([1e18, 1e19, 1e20], noise=0.002)
     csv = tmp_path / "runs.csv"
-    rows = ["N,D,loss,C"] + [f"{n},{d},{loss},{c}" for n, d, loss, c in zip(points.N, points.D, points.loss, points.C)]
+    rows = ["N,D,loss,C"] + [
+        f"{n},{d},{loss},{c}" for n, d, loss, c in zip(points.N, points.D, points.loss, points.C, strict=True)
+    ]
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "fit" / "fit.json"
     args = [

@@ -4,7 +4,16 @@ Run with ``lmx sweep experiments/isoflop_stdlib/sweep.py`` (``--dry-run`` prints
 ``lmx fit runs/sweeps/isoflop_stdlib --approach 2``. See README.md in this folder.
 """
 
-from lmx.config import CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, ModelConfig, OptimConfig, TrainConfig
+from lmx.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    EvalConfig,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from lmx.scaling.sweep import LadderRule, Sweep, isoflop
 
 # Porian et al. 2024: C = 6 N D with N = non-embedding + unembedding parameters. The output
