@@ -1,6 +1,7 @@
 """The trainer loop, in process: run directories, resume, damaged checkpoints, mesh changes,
 non-finite policies, wandb, evaluation. Process-level tests (kill, SIGTERM) are in test_preemption."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from lmx.checkpoint import Checkpoints
 from lmx.cli import main
-from lmx.config import Config
+from lmx.config import Config, SweepConfig
 from lmx.errors import CheckpointError, NonFiniteError
 from lmx.metrics import read_jsonl
 from lmx.train.loop import train
@@ -133,12 +134,22 @@ def test_wandb_offline_writes_a_run_and_resumes_it(full_run, tmp_path):
     cfg, _, _ = full_run
     run_dir = tmp_path / "run"
     offline = {"log.wandb.mode": "offline", "log.wandb.tags": "a,b", "train.steps": 10}
-    train(cfg.replace(**offline), run_dir)
+    # A sweep's run: wandb groups it under the sweep's name, with its coordinates as config keys.
+    sweep = SweepConfig(name="wandb-sweep", coords=(("budget", 1e12), ("model", "L2-d64")))
+    train(dataclasses.replace(cfg.replace(**offline), sweep=sweep), run_dir)
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     runs = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1
     record = next(runs[0].glob("*.wandb")).read_bytes()
-    for key in (b"loss", b"tokens_per_s", b"eval/bits_per_byte", b"d_model"):
+    for key in (
+        b"loss",
+        b"tokens_per_s",
+        b"eval/bits_per_byte",
+        b"d_model",
+        b"wandb-sweep",
+        b"sweep/budget",
+        b"L2-d64",
+    ):
         assert key in record
     train(cfg.replace(**{**offline, "train.steps": 20}), run_dir)
     assert (run_dir / "wandb_run_id").read_text().strip() == run_id

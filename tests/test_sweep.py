@@ -180,3 +180,17 @@ def test_resolved_configs_round_trip_as_json_config_files(tmp_path):
     (tmp_path / "broken.json").write_text(textwrap.dedent('{"model": {"d_modle": 3}}'))
     with pytest.raises(ConfigError, match=r"broken.json: unknown config key 'model.d_modle'"):
         load_config(tmp_path / "broken.json")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["configs/sweeps/lr_ladder.py", "configs/sweeps/isoflop_tiny.py", "experiments/isoflop_stdlib/sweep.py"],
+)
+def test_shipped_sweep_files_resolve(path):
+    sweep = load_sweep(path)
+    runs = sweep.runs()
+    assert len({r.name for r in runs}) == len(runs) > 1
+    for run in runs:
+        if "budget" in run.coords:
+            flops = training_flops(run.config, sweep.flops)
+            assert abs(flops - run.coords["budget"]) <= training_flops(run.config, sweep.flops, steps=1)
