@@ -83,3 +83,8 @@ def test_interrupted_sweep_resumes_only_unfinished_runs_and_reports_failures(tmp
     config = json.loads((out / "a" / "config.json").read_text())
     assert config["sweep"]["name"] == "launch-test" and config["log"]["wandb"]["group"] == "launch-test"
     assert dict(config["sweep"]["coords"])["which"] == "first"
+    # The sweep's loss curves plot from its runs' metrics.jsonl.
+    from lmx.scaling.plot import plot_loss_curves
+
+    png = plot_loss_curves([out / "a", out / "long"], tmp_path / "curves.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000

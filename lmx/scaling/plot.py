@@ -17,7 +17,7 @@ import numpy as np
 
 from lmx.config import Config
 from lmx.scaling.fit import isoflop_optimum, parametric_optimum
-from lmx.scaling.flops import flops_per_token
+from lmx.scaling.flops import flops_per_token, param_counts
 from lmx.scaling.points import Points
 
 
@@ -111,29 +111,37 @@ def plot_optimal(fits: dict[str, dict[str, Any]], out: str | Path) -> Path:
     return _save(fig, out)
 
 
-def plot_loss_curves(run_dirs: Sequence[str | Path], out: str | Path, x: str = "flops") -> Path:
-    """Training loss of each run against its FLOPs (``x="flops"``) or tokens (``x="tokens"``),
-    from metrics.jsonl, coloured by run."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = _budget_colors(len(run_dirs))
-    for run_dir, color in zip(run_dirs, colors, strict=True):
-        run_dir = Path(run_dir)
+def plot_loss_curves(run_dirs: Sequence[str | Path], out: str | Path, x: str = "flops", smoothing: float = 0.9) -> Path:
+    """Training loss of each run against its FLOPs (``x="flops"``, under the run's sweep's FLOPs
+    definition) or tokens (``x="tokens"``), from metrics.jsonl. One panel per IsoFLOP budget (a
+    single panel for other sweeps), runs coloured by parameter count; the curves are exponential
+    moving averages of the logged losses (`smoothing` 0 shows them raw)."""
+    runs = []
+    for run_dir in map(Path, run_dirs):
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         rows = [r for r in rows if "loss" in r and "tokens_seen" in r]
         if not rows:
             continue
+        cfg = Config.from_json((run_dir / "config.json").read_text())
+        definition = cfg.sweep.coord("flops_definition", "detailed")
         tokens = np.array([r["tokens_seen"] for r in rows], float)
-        values = tokens
-        if x == "flops":  # under the FLOPs definition of the run's sweep
-            cfg = Config.from_json((run_dir / "config.json").read_text())
-            definition = cfg.sweep.coord("flops_definition", "detailed")
-            values = tokens * flops_per_token(cfg.model, cfg.data.seq_len, definition)
-        ax.plot(values, [r["loss"] for r in rows], color=color, lw=1, label=run_dir.name)
-    ax.set(
-        xscale="log", xlabel="training FLOPs" if x == "flops" else "tokens", ylabel="training loss", title="loss curves"
-    )
-    if len(run_dirs) <= 20:
-        ax.legend(fontsize=6, ncol=2)
+        values = tokens * flops_per_token(cfg.model, cfg.data.seq_len, definition) if x == "flops" else tokens
+        loss = np.array([r["loss"] for r in rows], float)
+        for i in range(1, len(loss)):
+            loss[i] = smoothing * loss[i - 1] + (1 - smoothing) * loss[i]
+        params = param_counts(cfg.model).by_definition(definition)
+        runs.append((cfg.sweep.coord("budget"), params, run_dir.name, values, loss))
+    budgets = sorted({r[0] for r in runs}, key=lambda b: (b is None, b or 0))
+    sizes = sorted({r[1] for r in runs})
+    colors = dict(zip(sizes, _budget_colors(len(sizes)), strict=True))
+    fig, axes = plt.subplots(1, max(len(budgets), 1), figsize=(4.2 * max(len(budgets), 1) + 1, 4), squeeze=False)
+    for ax, budget in zip(axes[0], budgets, strict=False):
+        for b, params, name, values, loss in runs:
+            if b == budget:
+                ax.plot(values, loss, color=colors[params], lw=1.2, label=f"{name} ({params:,})")
+        ax.set(xscale="log", xlabel="training FLOPs" if x == "flops" else "tokens", ylabel="training loss (EMA)")
+        ax.set_title(f"C = {budget:.2g}" if budget is not None else "loss curves")
+        ax.legend(fontsize=6)
     return _save(fig, out)
 
 
