@@ -288,7 +288,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     fits = {}
     for approach in approaches:
         fits[approach] = run_fit(
-            points, approach, args.bootstrap, args.budget, with_E=not args.no_e, confidence=args.confidence
+            points,
+            approach,
+            args.bootstrap,
+            args.budget,
+            with_E=not args.no_e,
+            confidence=args.confidence,
+            starts=args.starts,
         )
         print(format_fit(fits[approach]))
     if args.json:
@@ -413,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--budget", type=float, help="report N_opt and D_opt (with intervals) at this compute")
     fit.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
     fit.add_argument("--no-e", action="store_true", help="power: fit L(C) = a C^-b without the constant E")
+    fit.add_argument(
+        "--starts", type=int, default=64, help="approach 3: L-BFGS-B starts from the best grid points (0: all 4,500)"
+    )
     fit.add_argument("--metric", default="eval/loss", help="sweep directories: the summary's final_eval key")
     fit.add_argument("--json", help="write the fit here (one approach: its keys; several: keyed by approach)")
     fit.add_argument("--plots", help="directory for the PNG plots (default: the --json file's directory)")

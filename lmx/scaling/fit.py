@@ -366,16 +366,17 @@ def run_fit(
     with_E: bool = True,
     confidence: float = 0.95,
     seed: int = 0,
+    starts: int = 64,
 ) -> dict[str, Any]:
     """The fit of `approach` ("power", "2" or "3"), with bootstrap intervals when `resamples` > 0,
-    as one JSON-ready dict."""
+    as one JSON-ready dict. `starts`: approach 3's L-BFGS-B starts (0: the whole grid)."""
     if approach not in APPROACHES:
         raise FitError(f"unknown approach {approach!r}; expected one of {sorted(APPROACHES)}")
     spec = APPROACHES[approach]
     if len(points) < spec.min_points:
         raise FitError(f"{points.source}: approach {approach} needs >= {spec.min_points} points, got {len(points)}")
-    fit_kwargs = {"with_E": with_E} if approach == "power" else {}
-    fit = spec.fit(points, **fit_kwargs)
+    fit_kwargs: dict[str, Any] = {"with_E": with_E} if approach == "power" else {}
+    fit = spec.fit(points, **fit_kwargs, **({"starts": starts} if approach == "3" else {}))
     result: dict[str, Any] = {"approach": approach, "source": points.source, "points": len(points)}
     result.update({k: v for k, v in fit.items() if not k.startswith("_")})
     if approach == "3":
