@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-
-from tests.conftest import CORPUS
+from conftest import CORPUS
 
 SWEEP = """
 from lmx.config import (CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, ModelConfig,
