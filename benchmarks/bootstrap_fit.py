@@ -15,7 +15,8 @@ import time
 import numpy as np
 from common import write_results
 
-from lmx.scaling.fit import bootstrap, fit_parametric
+from lmx.scaling.bootstrap import bootstrap
+from lmx.scaling.fit import fit_parametric
 from lmx.scaling.points import Points
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}

@@ -280,7 +280,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from lmx.scaling.fit import format_fit, run_fit
+    from lmx.scaling.bootstrap import format_fit, run_fit
     from lmx.scaling.points import load_points
 
     points = load_points(args.source, args.metric)

@@ -7,7 +7,8 @@ import pytest
 
 from lmx.cli import main
 from lmx.errors import DataError, FitError
-from lmx.scaling.fit import fit_isoflop, fit_parametric, fit_power_law, parametric_optimum, run_fit
+from lmx.scaling.bootstrap import run_fit
+from lmx.scaling.fit import fit_isoflop, fit_parametric, fit_power_law, parametric_optimum
 from lmx.scaling.points import Points, load_points
 
 # Hoffmann et al. 2022's fitted law (approach 3) as the known truth.

@@ -1,0 +1,174 @@
+"""Bootstrap confidence intervals for the scaling fits, and `run_fit`, which `lmx fit` calls.
+
+A bootstrap resamples the points with replacement (within each IsoFLOP budget for the approaches
+that fit per budget), refits, and reports percentile intervals of every parameter and of N_opt and
+D_opt at a budget. Refits are spread over worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from lmx.errors import FitError
+from lmx.scaling.fit import (
+    HUBER_DELTA,
+    fit_isoflop,
+    fit_parametric,
+    fit_power_law,
+    isoflop_optimum,
+    parametric_optimum,
+)
+from lmx.scaling.points import Points
+
+
+@dataclasses.dataclass(frozen=True)
+class Approach:
+    name: str
+    fit: Callable[..., dict[str, Any]]
+    params: tuple[str, ...]  # reported with intervals
+    optimum: Callable[[dict[str, Any], float], tuple[float, float]] | None
+    min_points: int
+
+
+APPROACHES = {
+    "power": Approach("power", fit_power_law, ("E", "a", "b"), None, 3),
+    "2": Approach("2", fit_isoflop, ("a", "b", "k_N", "k_D"), isoflop_optimum, 6),
+    "3": Approach("3", fit_parametric, ("E", "A", "B", "alpha", "beta", "a", "b"), parametric_optimum, 6),
+}
+
+
+def resample_indices(points: Points, approach: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one bootstrap resample: with replacement over all points, or within each
+    IsoFLOP group for the approaches that fit per budget (so every budget keeps its size)."""
+    if approach == "3":
+        return rng.integers(0, len(points), len(points))
+    return np.concatenate([rng.choice(index, len(index)) for _, index in sorted(points.groups().items())])
+
+
+def _bootstrap_chunk(args: tuple) -> list[dict[str, Any] | None]:
+    points, approach, seeds, budget, fit_kwargs = args
+    spec = APPROACHES[approach]
+    out = []
+    for seed in seeds:
+        sample = points.subset(resample_indices(points, approach, np.random.default_rng(seed)))
+        try:
+            fit = spec.fit(sample, **fit_kwargs)
+            if budget is not None and spec.optimum is not None:
+                fit["N_opt"], fit["D_opt"] = spec.optimum(fit, budget)
+        except (FitError, np.linalg.LinAlgError, ValueError):
+            out.append(None)  # a degenerate resample (e.g. a profile without a minimum)
+            continue
+        out.append({k: v for k, v in fit.items() if isinstance(v, float)})
+    return out
+
+
+def bootstrap(
+    points: Points,
+    approach: str,
+    full_fit: dict[str, Any],
+    resamples: int = 1000,
+    budget: float | None = None,
+    confidence: float = 0.95,
+    seed: int = 0,
+    workers: int | None = None,
+    fit_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Percentile intervals over `resamples` refits. Approach 3 warm-starts every refit from the
+    full fit's distinct optima (a few L-BFGS-B runs instead of the whole grid: the bootstrap asks
+    how the optimum moves, not where it is); work is split over `workers` processes (default:
+    the machine's cores)."""
+    fit_kwargs = dict(fit_kwargs or {})
+    if approach == "3":
+        fit_kwargs["init"] = np.asarray(full_fit["_optima"])
+    seeds = np.random.SeedSequence(seed).generate_state(resamples).tolist()
+    workers = workers or min(os.cpu_count() or 1, 8)
+    chunks = [(points, approach, seeds[i::workers], budget, fit_kwargs) for i in range(workers)]
+    if workers > 1 and resamples >= 50:
+        # spawn, not fork: forking a process that runs JAX (or any threads) can deadlock.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            fits = [f for chunk in pool.map(_bootstrap_chunk, chunks) for f in chunk]
+    else:
+        fits = [f for chunk in chunks for f in _bootstrap_chunk(chunk)]
+    ok = [f for f in fits if f is not None]
+    if len(ok) < max(10, resamples // 2):
+        raise FitError(f"{points.source}: only {len(ok)} of {resamples} bootstrap refits succeeded")
+    keys = list(APPROACHES[approach].params) + (["N_opt", "D_opt"] if budget is not None else [])
+    tail = 100 * (1 - confidence) / 2
+    intervals = {}
+    for key in keys:
+        values = np.array([f[key] for f in ok if key in f])
+        if len(values):
+            intervals[key] = [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+    return {
+        "intervals": intervals,
+        "resamples": resamples,
+        "failed": resamples - len(ok),
+        "confidence": confidence,
+    }
+
+
+def run_fit(
+    points: Points,
+    approach: str,
+    resamples: int = 0,
+    budget: float | None = None,
+    with_E: bool = True,
+    confidence: float = 0.95,
+    seed: int = 0,
+    starts: int = 64,
+) -> dict[str, Any]:
+    """The fit of `approach` ("power", "2" or "3"), with bootstrap intervals when `resamples` > 0,
+    as one JSON-ready dict. `starts`: approach 3's L-BFGS-B starts (0: the whole grid)."""
+    if approach not in APPROACHES:
+        raise FitError(f"unknown approach {approach!r}; expected one of {sorted(APPROACHES)}")
+    spec = APPROACHES[approach]
+    if len(points) < spec.min_points:
+        raise FitError(f"{points.source}: approach {approach} needs >= {spec.min_points} points, got {len(points)}")
+    fit_kwargs: dict[str, Any] = {"with_E": with_E} if approach == "power" else {}
+    fit = spec.fit(points, **fit_kwargs, **({"starts": starts} if approach == "3" else {}))
+    result: dict[str, Any] = {"approach": approach, "source": points.source, "points": len(points)}
+    result.update({k: v for k, v in fit.items() if not k.startswith("_")})
+    if approach == "3":
+        result["huber_delta"] = HUBER_DELTA
+    if budget is not None and spec.optimum is not None:
+        result["budget"] = budget
+        result["N_opt"], result["D_opt"] = spec.optimum(fit, budget)
+    if resamples:
+        result["bootstrap"] = bootstrap(
+            points, approach, fit, resamples, budget, confidence, seed, fit_kwargs=fit_kwargs
+        )
+        result["intervals"] = result["bootstrap"].pop("intervals")
+    return result
+
+
+def format_fit(result: dict[str, Any]) -> str:
+    """A fit result as a table: parameter, value, interval."""
+    title = {"power": "L(C) = E + a C^-b", "2": "approach 2 (IsoFLOP)", "3": "approach 3, L = E + A/N^alpha + B/D^beta"}
+    lines = [f"{title[result['approach']]}: {result['points']} points from {result['source']}"]
+    if result["approach"] == "2":
+        lines.append(f"  {'budget':>10}  {'N_opt':>10}  {'D_opt':>10}  {'min loss':>8}  runs")
+        for m in result["minima"]:
+            note = "" if m["inside"] else "  (extrapolated: outside the sampled sizes)"
+            row = f"  {m['C']:>10.3g}  {m['N_opt']:>10.3g}  {m['D_opt']:>10.3g}  {m['loss_min']:>8.4f}"
+            lines.append(f"{row}  {m['points']}{note}")
+    intervals = result.get("intervals", {})
+    ci = f"{100 * result['bootstrap']['confidence']:.0f}% interval" if "bootstrap" in result else ""
+    lines.append(f"  {'parameter':<12}{'value':>12}  {ci}")
+    keys = [k for k in APPROACHES[result["approach"]].params if k in result]
+    keys += [k for k in ("N_opt", "D_opt") if k in result]
+    for key in keys:
+        interval = f"[{intervals[key][0]:.4g}, {intervals[key][1]:.4g}]" if key in intervals else ""
+        lines.append(f"  {key:<12}{result[key]:>12.4g}  {interval}")
+    if "budget" in result:
+        lines.append(f"  (N_opt and D_opt at C = {result['budget']:.3g})")
+    if "bootstrap" in result:
+        b = result["bootstrap"]
+        lines.append(f"  bootstrap: {b['resamples']} resamples, {b['failed']} degenerate and left out")
+    return "\n".join(lines)
