@@ -194,3 +194,14 @@ def test_shipped_sweep_files_resolve(path):
         if "budget" in run.coords:
             flops = training_flops(run.config, sweep.flops)
             assert abs(flops - run.coords["budget"]) <= training_flops(run.config, sweep.flops, steps=1)
+
+
+def test_a_finished_run_whose_config_changed_is_named(tmp_path):
+    from lmx.scaling.launch import changed_keys
+
+    run = Sweep("c", BASE, [Point("a")]).runs()[0]
+    (tmp_path / "config.json").write_text(run.config.to_json())
+    assert changed_keys(tmp_path, run.config) == []
+    edited = run.config.replace(**{"optim.learning_rate": 1e-2})
+    assert changed_keys(tmp_path, edited) == ["optim.learning_rate"]
+    assert changed_keys(tmp_path / "missing", edited) == []

@@ -19,6 +19,7 @@ the sweep after the current run has saved a checkpoint, so a relaunch continues 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 import signal
 import subprocess
@@ -26,7 +27,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from lmx.config import Config
 from lmx.scaling.sweep import Sweep, SweepRun
 from lmx.train.signals import StopRequest
 
@@ -57,6 +60,26 @@ def write_plan(runs: Sequence[SweepRun], sweep_dir: str | Path, python: str = sy
 
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / "summary.json").is_file()
+
+
+def changed_keys(run_dir: Path, config: Config) -> list[str]:
+    """Dotted config keys whose values differ between a finished run and the sweep's config for it
+    now (a sweep file edited after the run finished); [] when they match or nothing was saved."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return []
+    before, after = _flatten(json.loads(path.read_text())), _flatten(config.to_dict())
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 @dataclasses.dataclass
@@ -93,7 +116,9 @@ def launch_local(
                 continue
             if is_finished(run_dir):
                 report.skipped.append(run.name)
-                log(f"{prefix}: finished before, skipped")
+                changed = changed_keys(run_dir, run.config)
+                note = f" (WARNING: it ran with other values of {', '.join(changed)})" if changed else ""
+                log(f"{prefix}: finished before, skipped{note}")
                 continue
             resuming = any((run_dir / "checkpoints").glob("[0-9]*"))
             log_path = sweep_dir / "logs" / f"{run.name}.log"
