@@ -284,6 +284,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from lmx.scaling.points import load_points
 
     points = load_points(args.source, args.metric)
+    if points.unfinished:
+        print(f"note: {len(points.unfinished)} runs have no summary.json yet, left out: {', '.join(points.unfinished)}")
     approaches = list(dict.fromkeys(args.approach))
     fits = {}
     for approach in approaches:

@@ -65,6 +65,11 @@ def test_interrupted_sweep_resumes_only_unfinished_runs_and_reports_failures(tmp
     assert "[3/3] long: interrupted by SIGTERM" in first
     assert (out / "a" / "summary.json").exists() and not (out / "long" / "summary.json").exists()
     a_summary_mtime = (out / "a" / "summary.json").stat().st_mtime_ns
+    # A fit of the sweep so far reads the finished run and names the unfinished ones.
+    from lmx.scaling.points import load_points
+
+    points = load_points(out)
+    assert points.names == ("a",) and "long" in points.unfinished
 
     # Relaunch: the finished run is skipped, the interrupted one resumes, the failing one fails again.
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -33,6 +33,7 @@ class Points:
     budget: np.ndarray | None  # the nominal IsoFLOP budget of each point (groups), when known
     names: tuple[str, ...]
     source: str
+    unfinished: tuple[str, ...] = ()  # run directories without summary.json, left out
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -127,6 +128,9 @@ def read_runs(sweep_dir: str | Path, metric: str = "eval/loss") -> Points:
         names.append(run_dir.name)
     if not names:
         raise DataError(f"{sweep_dir}: no finished runs (no */summary.json)")
+    unfinished = tuple(
+        sorted(p.parent.name for p in sweep_dir.glob("*/config.json") if not (p.parent / "summary.json").exists())
+    )
     budgets = np.asarray(budget, np.float64)
     return Points(
         np.asarray(N, np.float64),
@@ -136,4 +140,5 @@ def read_runs(sweep_dir: str | Path, metric: str = "eval/loss") -> Points:
         None if np.isnan(budgets).any() else budgets,
         tuple(names),
         str(sweep_dir),
+        unfinished,
     )
