@@ -325,23 +325,25 @@ def _fit_plots(points, fits, out_dir, source):
     return written
 
 
+def _config_arguments(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """The config file argument and its ``--set KEY=VALUE`` overrides."""
+    parser.add_argument("config", help=help or "config file (a Python module defining get_config(), or a config.json)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.d_model=512"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     smoke = sub.add_parser("smoke", help="a few training steps on random tokens")
-    smoke.add_argument("config", help="config file (a Python module defining get_config())")
-    smoke.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.d_model=512"
-    )
+    _config_arguments(smoke)
     smoke.add_argument("--steps", type=int, default=5)
     smoke.set_defaults(func=_cmd_smoke)
 
     train = sub.add_parser("train", help="train a model (resumes from the run directory's latest checkpoint)")
-    train.add_argument("config", help="config file (a Python module defining get_config())")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.d_model=512"
-    )
+    _config_arguments(train)
     train.add_argument("--run-dir", help="where checkpoints, metrics and the summary go (default runs/<name>)")
     train.set_defaults(func=_cmd_train)
 
@@ -380,8 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=_cmd_generate)
 
     flops = sub.add_parser("flops", help="parameter counts and FLOPs per token of a config (three definitions)")
-    flops.add_argument("config", help="config file (a Python module defining get_config(), or a config.json)")
-    flops.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    _config_arguments(flops)
     flops.set_defaults(func=_cmd_flops)
 
     sweep = sub.add_parser("sweep", help="plan or launch a sweep file (a Python module defining get_sweep())")
@@ -443,8 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="action", required=True)
     prep = data.add_parser("prepare", help="tokenize a config's corpus once (trains its tokenizer if missing)")
-    prep.add_argument("config", help="config file; its data section names corpus, tokenizer and directory")
-    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.corpus=...")
+    _config_arguments(prep, "config file; its data section names corpus, tokenizer and directory")
     prep.set_defaults(func=_cmd_data_prepare)
     icl = data.add_parser("icl-task", help="write the in-context recall task: a pretraining corpus and task.jsonl")
     icl.add_argument("out", help="output directory")

@@ -111,23 +111,27 @@ def test_power_law_recovers_known_frontier():
     assert no_e["b"] == pytest.approx(0.1, rel=1e-6) and no_e["E"] == 0.0
 
 
-def test_csv_errors_name_the_problem(tmp_path):
-    missing = tmp_path / "missing.csv"
-    missing.write_text("N,loss\n1e6,3.0\n")
-    with pytest.raises(DataError, match=r"missing.csv: missing column\(s\) D"):
-        load_points(missing)
-    negative = tmp_path / "negative.csv"
-    negative.write_text("N,D,loss\n1e6,1e8,3.0\n-5,1e8,3.1\n")
-    with pytest.raises(DataError, match=r"negative.csv:3: N=-5 must be a positive finite number"):
-        load_points(negative)
-    zero_d = tmp_path / "zero.csv"
-    zero_d.write_text("N,D,loss\n1e6,0,3.0\n")
-    with pytest.raises(DataError, match=r"zero.csv:2: D=0"):
-        load_points(zero_d)
-    text = tmp_path / "text.csv"
-    text.write_text("N,D,loss\n1e6,many,3.0\n")
-    with pytest.raises(DataError, match=r"text.csv:2: D='many' is not a number"):
-        load_points(text)
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("missing.csv", "N,loss\n1e6,3.0\n", r"missing.csv: missing column\(s\) D"),
+        (
+            "negative.csv",
+            "N,D,loss\n1e6,1e8,3.0\n-5,1e8,3.1\n",
+            r"negative.csv:3: N=-5 must be a positive finite number",
+        ),
+        ("zero.csv", "N,D,loss\n1e6,0,3.0\n", r"zero.csv:2: D=0"),
+        ("text.csv", "N,D,loss\n1e6,many,3.0\n", r"text.csv:2: D='many' is not a number"),
+    ],
+)
+def test_csv_errors_name_the_problem(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_points(path)
+
+
+def test_a_missing_source_is_named(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_points(tmp_path / "nope.csv")
 

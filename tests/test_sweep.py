@@ -130,6 +130,12 @@ def test_sweep_file_errors(tmp_path):
         load_sweep(tmp_path / "missing.py")
 
 
+def run_array_task(script, task: int) -> str:
+    """Runs `script` as slurm would run array task `task`; returns its output."""
+    env = {"SLURM_ARRAY_TASK_ID": str(task), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+
+
 def test_slurm_script_has_one_array_task_per_run(tmp_path):
     sweep = Sweep("slurm-test", BASE, isoflop([1e11, 1e12], MODELS[:3]), flops="porian")
     runs = sweep.runs()
@@ -148,23 +154,11 @@ def test_slurm_script_has_one_array_task_per_run(tmp_path):
     # Running a task runs its command (here a harmless stand-in for python), and skips finished runs.
     fake = tmp_path / "fake"
     write_slurm(sweep, runs, fake, python="echo")
-    out = subprocess.run(
-        ["bash", str(fake / "sweep.sbatch")],
-        env={"SLURM_ARRAY_TASK_ID": "4", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = run_array_task(fake / "sweep.sbatch", 4)
     assert f"-m lmx.cli train {fake}/configs/{runs[4].name}.json" in out
     (fake / runs[4].name).mkdir()
     (fake / runs[4].name / "summary.json").write_text("{}")
-    out = subprocess.run(
-        ["bash", str(fake / "sweep.sbatch")],
-        env={"SLURM_ARRAY_TASK_ID": "4", "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = run_array_task(fake / "sweep.sbatch", 4)
     assert "finished before, skipped" in out
 
 

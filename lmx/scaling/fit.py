@@ -145,6 +145,12 @@ INIT_GRID = tuple(
 _BOUNDS = [(-20.0, 80.0), (-20.0, 80.0), (-10.0, 5.0), (0.0, 5.0), (0.0, 5.0)]
 
 
+def _huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """Huber loss of residuals `r`: quadratic within delta, linear beyond."""
+    a = np.abs(r)
+    return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+
+
 def _objective(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, log_L: np.ndarray, delta: float):
     """Huber loss of log-space residuals, summed, and its gradient in (a, b, e, alpha, beta).
 
@@ -159,9 +165,8 @@ def _objective(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, log_L: n
     total = weights.sum(axis=0)
     r = top + np.log(total) - log_L
     weights /= total  # d LSE / d term
-    small = np.abs(r) <= delta
     scale = 1 / delta**2
-    loss = scale * np.where(small, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta)).sum()
+    loss = scale * _huber(r, delta).sum()
     g = scale * np.clip(r, -delta, delta)  # d Huber / d r
     grad = np.array(
         [
@@ -179,8 +184,7 @@ def _objective_on_grid(grid: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, l
     """The objective at many parameter vectors at once ([G, 5] -> [G])."""
     a, b, e, alpha, beta = (grid[:, i : i + 1] for i in range(5))
     pred = np.logaddexp(np.logaddexp(a - alpha * log_N, b - beta * log_D), e)
-    r = np.abs(pred - log_L)
-    return np.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta)).sum(axis=1)
+    return _huber(pred - log_L, delta).sum(axis=1)
 
 
 def _minimise(starts: np.ndarray, log_N, log_D, log_L, delta) -> list[optimize.OptimizeResult]:

@@ -27,9 +27,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from lmx.config import Config
+from lmx.config import Config, diff_keys, flatten_keys
 from lmx.scaling.sweep import Sweep, SweepRun
 from lmx.train.signals import StopRequest
 
@@ -68,18 +67,7 @@ def changed_keys(run_dir: Path, config: Config) -> list[str]:
     path = run_dir / "config.json"
     if not path.is_file():
         return []
-    before, after = _flatten(json.loads(path.read_text())), _flatten(config.to_dict())
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return diff_keys(flatten_keys(json.loads(path.read_text())), flatten_keys(config.to_dict()))
 
 
 @dataclasses.dataclass

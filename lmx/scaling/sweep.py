@@ -16,16 +16,14 @@ Run names are deterministic from the points, so a relaunch finds the runs that a
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmx.config import Config, SweepConfig
+from lmx.config import Config, SweepConfig, call_python_file
 from lmx.errors import ConfigError
 from lmx.scaling.flops import FLOPS_DEFINITIONS, FlopsDefinition, flops_per_token, param_counts, tokens_per_step
 
@@ -96,6 +94,7 @@ class Sweep:
         except ConfigError as e:
             raise ConfigError(f"sweep {self.name}, run {point.name}: {e}") from None
         coords = dict(point.coords)
+        steps = cfg.train.steps
         if point.budget is not None:
             per_step = flops_per_token(cfg.model, cfg.data.seq_len, self.flops) * tokens_per_step(cfg)
             steps = round(point.budget / per_step)
@@ -104,16 +103,15 @@ class Sweep:
                     f"sweep {self.name}, run {point.name}: budget {point.budget:.3g} FLOPs is less than half "
                     f"a step ({per_step:.3g} FLOPs); drop this model from the budget or raise the budget"
                 )
-            cfg = cfg.replace(**{"train.steps": steps})
             coords["budget"] = point.budget
-        if self.warmup_fraction is not None:
-            cfg = cfg.replace(**{"optim.warmup_steps": round(self.warmup_fraction * cfg.train.steps)})
         coords.setdefault("params", param_counts(cfg.model).by_definition(self.flops))
         coords.setdefault("flops_definition", self.flops)
-        cfg = cfg.replace(
-            **{"name": point.name, "log.wandb.group": self.name},
+        final = {"train.steps": steps, "name": point.name, "log.wandb.group": self.name}
+        if self.warmup_fraction is not None:
+            final["optim.warmup_steps"] = round(self.warmup_fraction * steps)
+        cfg = dataclasses.replace(
+            cfg.replace(**final), sweep=SweepConfig(name=self.name, coords=tuple(sorted(coords.items())))
         )
-        cfg = dataclasses.replace(cfg, sweep=SweepConfig(name=self.name, coords=tuple(sorted(coords.items()))))
         return SweepRun(point.name, cfg)
 
 
@@ -262,27 +260,7 @@ def cross(outer: Iterable[Point], inner: Iterable[Point]) -> list[Point]:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Imports a sweep file (a Python module defining ``get_sweep() -> Sweep``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {str(path)!r} does not exist")
-    module_name = f"lmx_sweep_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"sweep file {str(path)!r} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-        get_sweep = getattr(module, "get_sweep", None)
-        if not callable(get_sweep):
-            raise ConfigError(f"sweep file {str(path)!r} defines no get_sweep() function")
-        sweep = get_sweep()
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except Exception as e:
-        raise ConfigError(f"sweep file {str(path)!r} failed: {type(e).__name__}: {e}") from e
-    finally:
-        sys.modules.pop(module_name, None)
+    sweep = call_python_file(path, "get_sweep", "sweep file")
     if not isinstance(sweep, Sweep):
         raise ConfigError(f"{path}: get_sweep() returned {type(sweep).__name__}, expected lmx.scaling.sweep.Sweep")
     return sweep

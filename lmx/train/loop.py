@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from lmx.checkpoint import Checkpoints
-from lmx.config import Config
+from lmx.config import Config, diff_keys, flatten_keys
 from lmx.errors import CheckpointError, NonFiniteError
 from lmx.evaluate import eval_batch_size
 from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
@@ -118,10 +118,10 @@ class Trainer:
         path = self.run_dir / "config.json"
         if path.exists():
             try:
-                before = _flatten(json.loads(path.read_text()))
+                before = flatten_keys(json.loads(path.read_text()))
             except json.JSONDecodeError:
                 before = {}
-            changed = _changed_keys(before, _flatten(self.cfg.to_dict()))
+            changed = diff_keys(before, flatten_keys(self.cfg.to_dict()))
             if changed:
                 print(f"warning: {path}: config changed since the last launch: {', '.join(changed)}")
         tmp = path.with_suffix(".json.partial")
@@ -154,9 +154,9 @@ class Trainer:
 
     def _check_meta(self, step_dir: Path, meta: dict[str, Any]) -> None:
         """A checkpoint of another model (or sequence length) is not this run's to resume."""
-        saved = _flatten({"model": meta.get("config", {}).get("model", {})})
-        now = _flatten({"model": self.cfg.to_dict()["model"]})
-        changed = _changed_keys(saved, now)
+        saved = flatten_keys({"model": meta.get("config", {}).get("model", {})})
+        now = flatten_keys({"model": self.cfg.to_dict()["model"]})
+        changed = diff_keys(saved, now)
         if saved and changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise CheckpointError(
@@ -356,18 +356,3 @@ def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row
 
 def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
     return {f"eval/{k}": v for k, v in metrics.items()}
-
-
-def _changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
