@@ -27,10 +27,10 @@ from lmx.config import ModelConfig
 from lmx.data.chat import jsonl_records, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
-from lmx.model import Transformer
+from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel.partitioner import partitioned
-from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for
+from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for, shardings_from_boxed
 from lmx.sampling import GREEDY, Sampling, sample
 
 Array = jax.Array
@@ -82,12 +82,27 @@ def left_pad(prompts: Sequence[Sequence[int]], rows: int, width: int, pad_id: in
     return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
 
 
+def _unrolled(model: Transformer, params: Any, mesh: Mesh, rules: Rules) -> tuple[Transformer, Any]:
+    """The same model with its layers unrolled, and its parameters unstacked to match (a copy,
+    placed by the unrolled model's logical axes).
+
+    Decoding is memory-bound: a step reads every weight once. In a scanned stack each step also
+    copies every layer's weights out of the stacked arrays before using them; unrolled, the
+    matmuls read them where they lie (measured: batch-1 steps about 15% faster on CPU).
+    """
+    unrolled = type(model)(dataclasses.replace(model.cfg, scan_layers=False))
+    boxed = jax.eval_shape(unrolled.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
+    unstack = functools.partial(unstack_layers, n_layers=model.cfg.n_layers)
+    return unrolled, jax.jit(unstack, out_shardings=shardings_from_boxed(boxed, mesh, rules))(params)
+
+
 class Generator:
     """Batched generation for one model and its parameters.
 
     `batch_size` rows are decoded together (more prompts go in several batches; fewer are padded
     with dummy rows), in a cache of `max_len` slots (by default the model's context).
-    ``traces`` counts how often each function was traced, i.e. compiled.
+    ``traces`` counts how often each function was traced, i.e. compiled. A model with scanned
+    layers decodes with them unrolled, from its own unstacked copy of the layers' parameters.
     """
 
     def __init__(
@@ -101,6 +116,8 @@ class Generator:
         pad_id: int = 0,
         max_len: int | None = None,
     ) -> None:
+        if model.cfg.scan_layers:
+            model, params = _unrolled(model, params, mesh, rules)
         self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
         self.batch_size, self.eos_id, self.pad_id = batch_size, eos_id, pad_id
         self.max_len = max_len or model.cfg.max_seq_len
@@ -110,9 +127,10 @@ class Generator:
             return NamedSharding(mesh, mesh_axes_for(names, shape, mesh, rules))
 
         shapes = jax.eval_shape(lambda: KVCache.zeros(model.cfg, batch_size, self.max_len))
+        layer_sharding = named(KVCache.AXES, shapes.k[0].shape)
         cache_shardings = KVCache(
-            k=named(KVCache.AXES, shapes.k.shape),
-            v=named(KVCache.AXES, shapes.v.shape),
+            k=(layer_sharding,) * len(shapes.k),
+            v=(layer_sharding,) * len(shapes.v),
             segment_ids=named(("batch", "length"), shapes.segment_ids.shape),
             index=NamedSharding(mesh, PartitionSpec()),
         )
@@ -139,8 +157,13 @@ class Generator:
 
         return self._traced("prefill", run)
 
-    def _step_fn(self, params, cache, tokens_B, positions_B, seed, t, sampling):
+    def _step_fn(self, params, cache, tokens_B, lengths_B, seed, t, sampling):
+        """Feeds the tokens sampled at step ``t - 1`` (RoPE positions ``lengths + t - 1``) and
+        samples step ``t``'s. Positions are computed here rather than on the host: every array op
+        outside the step is one more dispatch per token."""
+
         def run():
+            positions_B = lengths_B + t - 1
             logits, new_cache = self.model.apply(
                 {"params": params},
                 tokens_B[:, None],
@@ -192,9 +215,7 @@ class Generator:
             if t + 1 < max_new_tokens:
                 # Dispatch the next step before reading this one's tokens: the device works while
                 # the host handles them.
-                next_tokens, cache = self._step(
-                    self.params, cache, tokens, lengths + t, seed, jnp.int32(t + 1), settings
-                )
+                next_tokens, cache = self._step(self.params, cache, tokens, lengths, seed, np.int32(t + 1), settings)
             values = np.asarray(tokens)
             for r in sorted(active):
                 token = int(values[r])

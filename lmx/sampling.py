@@ -68,7 +68,18 @@ def sample(logits_BxV: Array, key: Array, temperature: Array, top_k: Array, top_
     """Next tokens ``[B]`` (int32): the argmax where `temperature` is 0, else a draw from
     ``softmax(logits / temperature)`` restricted by `top_k` and `top_p`."""
     logits_BxV = logits_BxV.astype(jnp.float32)
-    greedy_B = jnp.argmax(logits_BxV, axis=-1)
-    scaled_BxV = logits_BxV / jnp.maximum(temperature, 1e-6)
-    drawn_B = jax.random.categorical(key, filter_logits(scaled_BxV, top_k, top_p), axis=-1)
-    return jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
+
+    def greedy(logits_BxV: Array) -> Array:
+        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+
+    def draw(logits_BxV: Array) -> Array:
+        scaled_BxV = logits_BxV / temperature
+        # The filters sort the vocabulary: skipped when neither is on.
+        filtered_BxV = jax.lax.cond(
+            (top_k > 0) | (top_p < 1), lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled_BxV
+        )
+        return jax.random.categorical(key, filtered_BxV, axis=-1).astype(jnp.int32)
+
+    # A branch, not a select of both: greedy decoding never pays for sorting the vocabulary, which
+    # costs about as much as a small model's decoding step on CPU.
+    return jax.lax.cond(temperature > 0, draw, greedy, logits_BxV)

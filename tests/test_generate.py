@@ -1,5 +1,6 @@
 """KV-cache generation and sampling: cache == recompute, sampling rules, sharding, bad input, CLI."""
 
+import dataclasses
 import json
 
 import flax.linen as nn
@@ -12,7 +13,8 @@ from lmx.cli import main
 from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig
 from lmx.errors import CheckpointError, DataError
 from lmx.generate import Generator, greedy_without_cache, prefill_width
-from lmx.model import Transformer
+from lmx.model import Transformer, unstack_layers
+from lmx.model.layers import KVCache
 from lmx.parallel import make_mesh
 from lmx.runs import load_run
 from lmx.sampling import Sampling, filter_logits, sample
@@ -60,13 +62,37 @@ def test_prompt_lengths_share_power_of_two_prefill_buckets():
     assert [prefill_width(n, 8, 128) for n in (1, 16, 17, 33, 100)] == [16, 16, 32, 64, 121]
 
 
+def test_decoding_with_scanned_layers_equals_unrolled(model_and_params):
+    """The Generator decodes unrolled; `Transformer.decode` on the scanned model gives the same
+    logits and cache (a prefill of 5 tokens, then one step)."""
+    model, params = model_and_params
+    unrolled = Transformer(dataclasses.replace(CFG, scan_layers=False))
+    unrolled_params = unstack_layers(params, CFG.n_layers)
+    tokens = jnp.asarray([[5, 6, 7, 8, 9], [0, 0, 1, 2, 3]], jnp.int32)
+    segments = jnp.asarray([[1] * 5, [0, 0, 1, 1, 1]], jnp.int32)
+    positions = jnp.asarray([[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]], jnp.int32)
+    step = (jnp.asarray([[11], [12]]), jnp.ones((2, 1), jnp.int32), jnp.asarray([[5], [3]]))
+    results = []
+    for m, p in ((model, params), (unrolled, unrolled_params)):
+        decode = jax.jit(lambda p, *a, m=m: m.apply({"params": p}, *a, method=Transformer.decode))
+        _, cache = decode(p, tokens, segments, positions, KVCache.zeros(CFG, 2, 16))
+        results.append(decode(p, *step, cache))
+    (logits_s, cache_s), (logits_u, cache_u) = results
+    np.testing.assert_allclose(logits_s, logits_u, atol=2e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(cache_s), jax.tree.leaves(cache_u), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-5)
+    assert int(cache_u.index) == 6
+
+
 def test_cache_is_sharded_over_batch_and_kv_heads(model_and_params):
     model, params = model_and_params
     generator = Generator(model, params, mesh_of(2, 2, 2), DEFAULT_RULES, batch_size=4, eos_id=-1)
     cache = generator._new_cache()
-    n, b, s, k, e = cache.k.shape
+    assert len(cache.k) == len(cache.v) == model.cfg.n_layers
+    b, k, s, e = cache.k[0].shape
     # batch over data x fsdp (4 ways), kv heads over tensor (2 ways).
-    assert {shard.data.shape for shard in cache.k.addressable_shards} == {(n, b // 4, s, k // 2, e)}
+    for layer in (*cache.k, *cache.v):
+        assert {shard.data.shape for shard in layer.addressable_shards} == {(b // 4, k // 2, s, e)}
 
 
 def test_eos_stops_a_row_and_is_not_returned(model_and_params, reference):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lmx.config import ModelConfig
-from lmx.model import Transformer
+from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import Attention, rope
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=16)
@@ -117,14 +117,6 @@ def test_rope_preserves_norms_and_encodes_relative_position():
 
     assert np.isclose(jnp.linalg.norm(rope(x, jnp.array([[7]]), 1e4)), jnp.linalg.norm(x), rtol=1e-5)
     assert np.isclose(dot(3, 1), dot(12, 10), rtol=1e-4)
-
-
-def unstack_layers(scanned: dict, n_layers: int) -> dict:
-    """Scanned params (layers stacked on axis 0) -> the unrolled layout layer_0, layer_1, ..."""
-    out = {k: v for k, v in scanned.items() if k != "layers"}
-    for i in range(n_layers):
-        out[f"layer_{i}"] = jax.tree.map(lambda a, i=i: a[i], scanned["layers"])
-    return out
 
 
 @pytest.mark.parametrize("remat", ["none", "full", "save_dots"])

@@ -94,19 +94,22 @@ def dot_product_attention(
     k_BxSxKxE: Array | tuple[Array, ...],
     v_BxSxKxE: Array | tuple[Array, ...],
     mask_BxLxS: Array | tuple[Array, ...],
+    kv_heads_first: bool = False,
 ) -> Array:
     """Grouped-query attention with a float32 softmax. Rows with no visible key output zeros.
 
     Keys, values and masks may come as tuples of blocks along S (a cache and the new tokens): the
-    softmax runs over all blocks together, without concatenating the keys and values.
+    softmax runs over all blocks together, without concatenating the keys and values. With
+    `kv_heads_first`, keys and values are laid out ``[B, K, S, E]`` (the cache's layout).
     """
     ks, vs, masks = (x if isinstance(x, tuple) else (x,) for x in (k_BxSxKxE, v_BxSxKxE, mask_BxLxS))
+    kv = "bkse" if kv_heads_first else "bske"
     b, length, h, e = q_BxLxHxE.shape
-    k = ks[0].shape[2]
+    k = ks[0].shape[1 if kv_heads_first else 2]
     q_BxLxKxGxE = q_BxLxHxE.reshape(b, length, k, h // k, e)
     logits, block_masks = [], []
     for k_block, mask_block in zip(ks, masks, strict=True):
-        logits_BxKxGxLxS = jnp.einsum("blkge,bske->bkgls", q_BxLxKxGxE, k_block).astype(jnp.float32) * (e**-0.5)
+        logits_BxKxGxLxS = jnp.einsum(f"blkge,{kv}->bkgls", q_BxLxKxGxE, k_block).astype(jnp.float32) * (e**-0.5)
         logits.append(logits_BxKxGxLxS)
         block_masks.append(mask_block[:, None, None])
     logits_BxKxGxLxS = jnp.concatenate(logits, axis=-1)
@@ -117,8 +120,8 @@ def dot_product_attention(
     out_BxLxKxGxE = 0
     start = 0
     for v_block in vs:
-        size = v_block.shape[1]
-        out_BxLxKxGxE = out_BxLxKxGxE + jnp.einsum("bkgls,bske->blkge", probs[..., start : start + size], v_block)
+        size = v_block.shape[2 if kv_heads_first else 1]
+        out_BxLxKxGxE = out_BxLxKxGxE + jnp.einsum(f"bkgls,{kv}->blkge", probs[..., start : start + size], v_block)
         start += size
     return out_BxLxKxGxE.reshape(b, length, h, e)
 
@@ -127,31 +130,34 @@ def dot_product_attention(
 class KVCache:
     """Keys and values of every layer for decoding, in slots along a fixed length S.
 
+    One buffer per layer, so that a layer reads its keys and values where they lie and a step
+    updates them in place (a stacked ``[N, ...]`` array would be sliced, i.e. copied, per layer).
+    Kv heads come before slots, the layout the attention matmuls read without a transpose.
     A step writes its L new tokens at slots ``[index, index + L)`` of every row; ``segment_ids``
     marks written slots (0 = empty or padding, never attended). Slots are stream indices (causality
     is by slot), while RoPE uses each token's own position, so rows of different prompt lengths
     share one ``index``: prompts are left-padded.
     """
 
-    k: Array  # [N, B, S, K, E]
-    v: Array  # [N, B, S, K, E]
+    k: tuple[Array, ...]  # per layer [B, K, S, E]
+    v: tuple[Array, ...]  # per layer [B, K, S, E]
     segment_ids: Array  # [B, S] int32
     index: Array  # int32 scalar: the next slot to write
 
-    AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
+    AXES = ("batch", "kv_heads", "length", "head_dim")  # of each layer's k and v
 
     @classmethod
     def zeros(cls, cfg: ModelConfig, batch: int, length: int) -> KVCache:
-        shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+        shape = (batch, cfg.n_kv_heads, length, cfg.head_dim)
         return cls(
-            k=jnp.zeros(shape, cfg.dtype),
-            v=jnp.zeros(shape, cfg.dtype),
+            k=tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.n_layers)),
+            v=tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.n_layers)),
             segment_ids=jnp.zeros((batch, length), jnp.int32),
             index=jnp.zeros((), jnp.int32),
         )
 
 
-# One layer's view of the cache inside the layer stack: (k, v) [B, S, K, E], slot segment ids
+# One layer's view of the cache inside the layer stack: (k, v) [B, K, S, E], slot segment ids
 # [B, S] (already including the new tokens) and the write index.
 LayerCache = tuple[Array, Array, Array, Array]
 
@@ -198,22 +204,22 @@ class Attention(nn.Module):
             out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, mask_BxLxL)
             new_kv = None
         else:
-            # The cache is only read here; the stack writes the new keys and values into it once,
-            # after all layers (in place, as the cache buffer is donated). Writing it per layer
-            # would copy the whole cache at every step.
-            k_BxSxKxE, v_BxSxKxE, kv_segments_BxS, index = cache
+            # The cache is only read here; the stack writes the new keys and values into it
+            # (in place, as the cache buffers are donated).
+            k_BxKxSxE, v_BxKxSxE, kv_segments_BxS, index = cache
             q_slots_BxL = jnp.broadcast_to(index + jnp.arange(length), segment_ids_BxL.shape)
             kv_slots_BxS = jnp.broadcast_to(jnp.arange(kv_segments_BxS.shape[1]), kv_segments_BxS.shape)
             mask_BxLxS = attention_mask(segment_ids_BxL, kv_segments_BxS, q_slots_BxL, kv_slots_BxS)
             index_BxL = jnp.broadcast_to(jnp.arange(length), segment_ids_BxL.shape)
             mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
+            new_kv = tuple(x.swapaxes(1, 2).astype(k_BxKxSxE.dtype) for x in (k_BxLxKxE, v_BxLxKxE))
             out_BxLxHxE = dot_product_attention(
                 q_BxLxHxE,
-                (k_BxSxKxE, k_BxLxKxE.astype(k_BxSxKxE.dtype)),
-                (v_BxSxKxE, v_BxLxKxE.astype(v_BxSxKxE.dtype)),
+                (k_BxKxSxE, new_kv[0]),
+                (v_BxKxSxE, new_kv[1]),
                 (mask_BxLxS, mask_BxLxL),
+                kv_heads_first=True,
             )
-            new_kv = (k_BxLxKxE.astype(k_BxSxKxE.dtype), v_BxLxKxE.astype(v_BxSxKxE.dtype))
 
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: scale residual writes by depth
         out_BxLxD = nn.DenseGeneral(

@@ -46,6 +46,15 @@ class Block(nn.Module):
         return x_BxLxD, new_kv
 
 
+def unstack_layers(params: dict, n_layers: int) -> dict:
+    """Parameters of a scanned stack (layers stacked on axis 0 under ``layers``) in the unrolled
+    layout ``layer_0``, ``layer_1``, ... of the same model with ``scan_layers=False``."""
+    out = {k: v for k, v in params.items() if k != "layers"}
+    for i in range(n_layers):
+        out[f"layer_{i}"] = jax.tree.map(lambda a, i=i: a[i], params["layers"])
+    return out
+
+
 def _block_class(cfg: ModelConfig) -> type[nn.Module]:
     if cfg.remat == "none":
         return Block
@@ -107,24 +116,34 @@ class Transformer(nn.Module):
         """The layers and the final norm; with a cache, also the cache holding the new tokens."""
         kv = kv_segments_BxS = index = None
         if cache is not None:
-            index, kv, kv_segments_BxS = cache.index, (cache.k, cache.v), cache.segment_ids
+            index, kv_segments_BxS = cache.index, cache.segment_ids
         if self.cfg.scan_layers:
-            x_BxLxD, new_kv = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL, kv, kv_segments_BxS, index)
+            # The scan takes the layers' caches stacked [N, ...]: a copy per step, which is why
+            # lmx.generate decodes with the layers unrolled.
+            kv = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
+            x_BxLxD, stacked = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL, kv, kv_segments_BxS, index)
+            new_kv = None if cache is None else [(stacked[0][i], stacked[1][i]) for i in range(self.cfg.n_layers)]
         else:
-            per_layer = []
+            new_kv = []
             for i, block in enumerate(self.blocks):
-                layer_kv = None if kv is None else (kv[0][i], kv[1][i])
+                layer_kv = None if cache is None else (cache.k[i], cache.v[i])
                 x_BxLxD, out = block(x_BxLxD, segment_ids_BxL, positions_BxL, layer_kv, kv_segments_BxS, index)
-                per_layer.append(out)
-            new_kv = None if kv is None else tuple(jnp.stack(t) for t in zip(*per_layer, strict=True))
+                new_kv.append(out)
         h_BxLxD = self.final_norm(x_BxLxD)
         if cache is None:
             return h_BxLxD, None
-        # One write of every layer's new keys and values: [N, B, L, K, E] at slot `index`.
-        at = (0, 0, index, 0, 0)
+        # Each layer's new keys and values [B, K, L, E] go to slots [index, index + L) of its buffer.
+        at = (0, 0, index, 0)
+
+        def write(buffers: tuple[Array, ...], which: int) -> tuple[Array, ...]:
+            return tuple(
+                constrain(jax.lax.dynamic_update_slice(buf, new[which], at), KVCache.AXES)
+                for buf, new in zip(buffers, new_kv, strict=True)
+            )
+
         new_cache = KVCache(
-            k=constrain(jax.lax.dynamic_update_slice(cache.k, new_kv[0], at), KVCache.AXES),
-            v=constrain(jax.lax.dynamic_update_slice(cache.v, new_kv[1], at), KVCache.AXES),
+            k=write(cache.k, 0),
+            v=write(cache.v, 1),
             segment_ids=jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids_BxL, (0, index)),
             index=index + x_BxLxD.shape[1],
         )
