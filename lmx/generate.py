@@ -88,7 +88,7 @@ def _unrolled(model: Transformer, params: Any, mesh: Mesh, rules: Rules) -> tupl
 
     Decoding is memory-bound: a step reads every weight once. In a scanned stack each step also
     copies every layer's weights out of the stacked arrays before using them; unrolled, the
-    matmuls read them where they lie (measured: batch-1 steps about 15% faster on CPU).
+    matmuls read them where they lie (BENCHMARKS.md, generation).
     """
     unrolled = type(model)(dataclasses.replace(model.cfg, scan_layers=False))
     boxed = jax.eval_shape(unrolled.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]

@@ -114,7 +114,7 @@ class Transformer(nn.Module):
         self, x_BxLxD: Array, segment_ids_BxL: Array, positions_BxL: Array, cache: KVCache | None
     ) -> tuple[Array, KVCache | None]:
         """The layers and the final norm; with a cache, also the cache holding the new tokens."""
-        kv = kv_segments_BxS = index = None
+        kv_segments_BxS = index = None
         if cache is not None:
             index, kv_segments_BxS = cache.index, cache.segment_ids
         if self.cfg.scan_layers:
@@ -122,28 +122,29 @@ class Transformer(nn.Module):
             # lmx.generate decodes with the layers unrolled.
             kv = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
             x_BxLxD, stacked = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL, kv, kv_segments_BxS, index)
-            new_kv = None if cache is None else [(stacked[0][i], stacked[1][i]) for i in range(self.cfg.n_layers)]
+            new_k, new_v = (None, None) if cache is None else (tuple(stacked[0]), tuple(stacked[1]))
         else:
-            new_kv = []
+            per_layer = []
             for i, block in enumerate(self.blocks):
                 layer_kv = None if cache is None else (cache.k[i], cache.v[i])
                 x_BxLxD, out = block(x_BxLxD, segment_ids_BxL, positions_BxL, layer_kv, kv_segments_BxS, index)
-                new_kv.append(out)
+                per_layer.append(out)
+            new_k, new_v = (None, None) if cache is None else tuple(zip(*per_layer, strict=True))
         h_BxLxD = self.final_norm(x_BxLxD)
         if cache is None:
             return h_BxLxD, None
         # Each layer's new keys and values [B, K, L, E] go to slots [index, index + L) of its buffer.
         at = (0, 0, index, 0)
 
-        def write(buffers: tuple[Array, ...], which: int) -> tuple[Array, ...]:
+        def write(buffers: tuple[Array, ...], new: tuple[Array, ...]) -> tuple[Array, ...]:
             return tuple(
-                constrain(jax.lax.dynamic_update_slice(buf, new[which], at), KVCache.AXES)
-                for buf, new in zip(buffers, new_kv, strict=True)
+                constrain(jax.lax.dynamic_update_slice(buf, x, at), KVCache.AXES)
+                for buf, x in zip(buffers, new, strict=True)
             )
 
         new_cache = KVCache(
-            k=write(cache.k, 0),
-            v=write(cache.v, 1),
+            k=write(cache.k, new_k),
+            v=write(cache.v, new_v),
             segment_ids=jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids_BxL, (0, index)),
             index=index + x_BxLxD.shape[1],
         )
