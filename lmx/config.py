@@ -306,9 +306,18 @@ class ObjectiveConfig:
     # Reference log-probs: from the frozen init_from parameters inside every step, or once over the
     # dataset before training (stored in the run directory).
     reference: Literal["in_step", "precomputed"] = "in_step"
+    # reward_model: weight of an auxiliary next-token loss on the chosen responses (each response's
+    # token mean, averaged over pairs), which keeps the language model's features in the shared
+    # layers while the scalar head trains (Yang et al. 2024, "Regularizing hidden states enables
+    # learning generalizable reward model for LLMs"). 0 turns it off.
+    lm_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _require_positive(self, "beta")
+        if self.lm_loss_weight < 0:
+            _fail("objective", "lm_loss_weight", self.lm_loss_weight, "must be >= 0")
+        if self.lm_loss_weight and self.kind != "reward_model":
+            _fail("objective", "lm_loss_weight", self.lm_loss_weight, "applies to objective.kind='reward_model' only")
         if not 0.0 <= self.label_smoothing < 0.5:
             _fail("objective", "label_smoothing", self.label_smoothing, "must lie in [0, 0.5)")
         if self.gamma < 0:

@@ -17,8 +17,8 @@ from lmx.config import Config
 from lmx.data.preference import PreferencePair, pair_record
 from lmx.data.sft import sequence_record
 from lmx.errors import CheckpointError, ConfigError
-from lmx.model import RewardModel
-from lmx.train.objectives import sft_loss
+from lmx.model import RewardModel, Transformer
+from lmx.train.objectives import reward_model_loss, sft_loss
 from lmx.train.reference_logps import compute_reference_logps
 from lmx.train.setup import setup_training
 
@@ -181,6 +181,33 @@ def test_reward_is_read_at_the_last_non_pad_token(cpu_devices):
     assert score(changed) != pytest.approx(base, abs=1e-6)
 
 
+def test_reward_model_lm_loss_adds_each_chosen_responses_mean_cross_entropy(cpu_devices):
+    w = 0.7
+    cfg = objective_config("reward_model", **{"objective.lm_loss_weight": w, "model.tie_embeddings": False})
+    setup = setup_training(cfg, cpu_devices[:1])
+    params = setup.state.params
+    assert {"reward_head", "unembed"} <= params.keys()  # untied: the output layer is kept for the LM term
+    batch = {k: jnp.asarray(v) for k, v in pair_batch(random_pairs(3)).items()}
+    loss_sum, stats = reward_model_loss(setup.model, w)(params, batch)
+    bt_sum, bt_stats = reward_model_loss(setup.model)(params, batch)
+
+    # Independently: the plain language model on the chosen rows, cross-entropy in float64.
+    lm = Transformer(cfg.model)
+    lm_params = {k: v for k, v in params.items() if k != "reward_head"}
+    logits = np.asarray(
+        lm.apply({"params": lm_params}, batch["chosen_inputs"], batch["chosen_segment_ids"], batch["chosen_positions"]),
+        np.float64,
+    )
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, np.asarray(batch["chosen_targets"])[..., None], -1)[..., 0]
+    mask = np.asarray(batch["chosen_loss_mask"])
+    per_pair = (nll * mask).sum(1) / mask.sum(1)
+    assert float(stats["weight"]) == float(bt_stats["weight"]) == B
+    assert float(stats["lm_loss"]) / B == pytest.approx(per_pair.mean(), rel=1e-5)
+    assert float(loss_sum) == pytest.approx(float(bt_sum) + w * per_pair.sum(), rel=1e-5)
+    assert float(stats["accuracy"]) == float(bt_stats["accuracy"])  # the scores are the same
+
+
 @pytest.mark.parametrize("normalize", ["token", "sequence"])
 def test_sft_loss_normalisation(cpu_devices, normalize):
     cfg = objective_config("sft")
@@ -213,6 +240,10 @@ def test_objective_config_errors():
         Config().replace(**{"objective.label_smoothing": "0.5"})
     with pytest.raises(ConfigError, match="objective.loss"):
         Config().replace(**{"objective.loss": "kto"})
+    with pytest.raises(ConfigError, match="objective.lm_loss_weight.*reward_model"):
+        Config().replace(**{"objective.kind": "sft", "objective.train_files": "x", "objective.lm_loss_weight": "1"})
+    with pytest.raises(ConfigError, match="objective.lm_loss_weight"):
+        Config().replace(**{"objective.lm_loss_weight": "-1"})
     # Reference-free losses need no init_from.
     Config().replace(**{"objective.kind": "preference", "objective.train_files": "x", "objective.loss": "simpo"})
 

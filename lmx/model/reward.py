@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmx.config import ModelConfig, ObjectiveConfig
 from lmx.model.layers import dense_init
 from lmx.model.transformer import Transformer
 
@@ -19,7 +20,13 @@ class RewardModel(Transformer):
     (segment id > 0), which has attended to the whole prompt and response. The parameter tree is the
     language model's (embed, layers, final_norm) plus ``reward_head``, so a pretrained or fine-tuned
     run initialises everything but the head (`objective.init_from`).
+
+    With ``lm_head`` the model also keeps the language model's output layer (the untied ``unembed``;
+    tied embeddings need nothing extra) for the next-token logits of `logits`, used by an
+    auxiliary language-modelling loss (``objective.lm_loss_weight``).
     """
+
+    lm_head: bool = False
 
     def setup(self) -> None:
         super().setup()
@@ -37,6 +44,19 @@ class RewardModel(Transformer):
         self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None
     ) -> Array:
         h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
+        if self.lm_head and self.is_initializing():
+            self.logits(h_BxLxD[:, :1])  # creates the untied output layer's parameters
+        return self._score(h_BxLxD, tokens_BxL, segment_ids_BxL)
+
+    def scores_and_hidden(
+        self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None
+    ) -> tuple[Array, Array]:
+        """``(scores [B], final-normed hidden states [B, L, D])``: the states give next-token logits
+        through ``apply(..., method="logits")``, for the rows that need them."""
+        h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
+        return self._score(h_BxLxD, tokens_BxL, segment_ids_BxL), h_BxLxD
+
+    def _score(self, h_BxLxD: Array, tokens_BxL: Array, segment_ids_BxL: Array | None) -> Array:
         if segment_ids_BxL is None:
             segment_ids_BxL = jnp.ones_like(tokens_BxL)
         last_B = jnp.sum(segment_ids_BxL > 0, axis=1) - 1
@@ -46,6 +66,9 @@ class RewardModel(Transformer):
         return self.reward_head(h_BxD)[:, 0].astype(jnp.float32)
 
 
-def model_class(kind: str) -> type[Transformer]:
-    """The module an objective trains: a reward model for ``reward_model``, else the language model."""
-    return RewardModel if kind == "reward_model" else Transformer
+def make_model(model_cfg: ModelConfig, objective: ObjectiveConfig) -> Transformer:
+    """The module an objective trains: a reward model for ``reward_model`` (with the language
+    model's head when ``objective.lm_loss_weight`` > 0), else the language model."""
+    if objective.kind == "reward_model":
+        return RewardModel(model_cfg, lm_head=objective.lm_loss_weight > 0)
+    return Transformer(model_cfg)

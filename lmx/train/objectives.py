@@ -114,18 +114,28 @@ def preference_loss(model: nn.Module, loss: str, hyper: PreferenceHyper) -> Loss
     return loss_fn
 
 
-def reward_model_loss(model: nn.Module) -> LossFn:
+def reward_model_loss(model: nn.Module, lm_loss_weight: float = 0.0) -> LossFn:
     """Bradley-Terry over preference batches scored by a `RewardModel`. Stats: accuracy (chosen
-    scored higher), margin, chosen_score, rejected_score."""
+    scored higher), margin, chosen_score, rejected_score.
+
+    With `lm_loss_weight` > 0 (the model built with ``lm_head``), each pair also adds that weight
+    times the mean next-token cross-entropy of its chosen response; stat ``lm_loss`` is that mean.
+    A per-pair term keeps the loss a sum over pairs, so the step's global mean stays exact.
+    """
 
     def loss_fn(params: Any, batch: Batch) -> tuple[Array, dict[str, Array]]:
         rows = paired_rows(batch)
-        scores_2B = model.apply({"params": params}, rows["inputs"], rows["segment_ids"], rows["positions"])
+        inputs = (rows["inputs"], rows["segment_ids"], rows["positions"])
+        if lm_loss_weight:
+            scores_2B, h_2BxLxD = model.apply({"params": params}, *inputs, method="scores_and_hidden")
+        else:
+            scores_2B = model.apply({"params": params}, *inputs)
         b = scores_2B.shape[0] // 2
         chosen_B, rejected_B = scores_2B[:b], scores_2B[b:]
         valid_B = ((jnp.sum(batch["chosen_loss_mask"], 1) > 0) & (jnp.sum(batch["rejected_loss_mask"], 1) > 0)).astype(
             jnp.float32
         )
+        losses_B = bradley_terry(chosen_B, rejected_B)
         stats = {
             "accuracy": jnp.sum((chosen_B > rejected_B) * valid_B),
             "margin": jnp.sum((chosen_B - rejected_B) * valid_B),
@@ -133,7 +143,14 @@ def reward_model_loss(model: nn.Module) -> LossFn:
             "rejected_score": jnp.sum(rejected_B * valid_B),
             "weight": jnp.sum(valid_B),
         }
-        return jnp.sum(bradley_terry(chosen_B, rejected_B) * valid_B), stats
+        if lm_loss_weight:
+            # Only the chosen rows: the rejected responses are wrong answers, not text to imitate.
+            logits_BxLxV = model.apply({"params": params}, h_2BxLxD[:b], method="logits")
+            logp_B, tokens_B = response_logps(logits_BxLxV, batch["chosen_targets"], batch["chosen_loss_mask"])
+            lm_B = -logp_B / jnp.maximum(tokens_B, 1.0)
+            losses_B = losses_B + lm_loss_weight * lm_B
+            stats["lm_loss"] = jnp.sum(lm_B * valid_B)
+        return jnp.sum(losses_B * valid_B), stats
 
     return loss_fn
 
@@ -147,7 +164,7 @@ OBJECTIVES: dict[str, Callable[[nn.Module, Config], LossFn]] = {
     "pretrain": lambda model, cfg: pretrain_loss(model, cfg.train.z_loss),
     "sft": lambda model, cfg: sft_loss(model, cfg.objective.normalize, cfg.train.z_loss),
     "preference": lambda model, cfg: preference_loss(model, cfg.objective.loss, hyper_from_config(cfg.objective)),
-    "reward_model": lambda model, cfg: reward_model_loss(model),
+    "reward_model": lambda model, cfg: reward_model_loss(model, cfg.objective.lm_loss_weight),
 }
 
 

@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from lmx.config import Config
 from lmx.errors import ConfigError
-from lmx.model import Transformer, model_class
+from lmx.model import Transformer, make_model
 from lmx.parallel import make_mesh
 from lmx.train.optim import make_optimizer, make_schedule
 from lmx.train.state import TrainState, init_train_state, train_state_shapes
@@ -71,7 +71,7 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
     """Builds the mesh and, with `init`, initialises the sharded train state (no step compiled yet)."""
     mesh = make_mesh(cfg.mesh, devices)
     check_batch_fits_mesh(cfg, mesh)
-    model = model_class(cfg.objective.kind)(cfg.model)
+    model = make_model(cfg.model, cfg.objective)
     schedule = make_schedule(cfg.optim, cfg.train.steps)
     optimizer = make_optimizer(cfg.optim, schedule)
     abstract, shardings = train_state_shapes(model, optimizer, mesh, cfg.mesh.rules, cfg.data.seq_len)
