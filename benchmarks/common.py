@@ -11,7 +11,11 @@ from typing import Any
 
 import jax
 
+from lmx.hostmem import retain_freed_memory
 from lmx.scaling.hardware import measured_matmul_flops
+
+# As in the `lmx` command: XLA's freed host memory is reused, not faulted in again every step.
+HOST_MEMORY_RETAINED = retain_freed_memory()
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +42,7 @@ def matmul_ceiling() -> float:
 
 def machine() -> dict[str, Any]:
     return {
+        "host_memory_retained": HOST_MEMORY_RETAINED,
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": jax.device_count(),

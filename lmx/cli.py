@@ -473,5 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> int:
+    """The console script: `main` in a process whose host allocator keeps the memory XLA frees
+    (`lmx.hostmem`; in-process callers such as tests call `main` and leave malloc as it is)."""
+    from lmx.hostmem import retain_freed_memory
+
+    retain_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
