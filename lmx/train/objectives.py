@@ -126,10 +126,8 @@ def reward_model_loss(model: nn.Module, lm_loss_weight: float = 0.0) -> LossFn:
     def loss_fn(params: Any, batch: Batch) -> tuple[Array, dict[str, Array]]:
         rows = paired_rows(batch)
         inputs = (rows["inputs"], rows["segment_ids"], rows["positions"])
-        if lm_loss_weight:
-            scores_2B, h_2BxLxD = model.apply({"params": params}, *inputs, method="scores_and_hidden")
-        else:
-            scores_2B = model.apply({"params": params}, *inputs)
+        # The hidden states feed only the LM term; without it XLA drops them.
+        scores_2B, h_2BxLxD = model.apply({"params": params}, *inputs, method="scores_and_hidden")
         b = scores_2B.shape[0] // 2
         chosen_B, rejected_B = scores_2B[:b], scores_2B[b:]
         valid_B = ((jnp.sum(batch["chosen_loss_mask"], 1) > 0) & (jnp.sum(batch["rejected_loss_mask"], 1) > 0)).astype(
