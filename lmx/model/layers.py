@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lmx.config import ModelConfig
+from lmx.model.matmul import dense_dot_general, dense_matmul
 from lmx.parallel.rules import constrain
 
 Array = jax.Array
@@ -42,7 +43,7 @@ class Embedding(nn.Module):
         return jnp.take(table_VxD, tokens_BxL, axis=0).astype(self.dtype)
 
     def attend(self, x_BxLxD: Array) -> Array:
-        return jnp.einsum("bld,vd->blv", x_BxLxD, self.embedding.astype(self.dtype))
+        return dense_matmul(x_BxLxD, self.embedding.astype(self.dtype).T)
 
 
 class RMSNorm(nn.Module):
@@ -251,6 +252,7 @@ class Mlp(nn.Module):
                 dtype=dtype,
                 param_dtype=pdtype,
                 kernel_init=nn.with_logical_partitioning(dense_init(std), axes),
+                dot_general=dense_dot_general,
                 name=name,
             )
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from lmx.config import ModelConfig
 from lmx.model.layers import Attention, Embedding, KVCache, LayerCache, Mlp, RMSNorm, dense_init
+from lmx.model.matmul import dense_dot_general
 from lmx.parallel.rules import constrain
 
 Array = jax.Array
@@ -96,6 +97,7 @@ class Transformer(nn.Module):
                 dtype=dtype,
                 param_dtype=pdtype,
                 kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), ("embed", "vocab")),
+                dot_general=dense_dot_general,
                 name="unembed",
             )
 
