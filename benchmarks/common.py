@@ -12,7 +12,7 @@ from typing import Any
 import jax
 
 from lmx.hostmem import retain_freed_memory
-from lmx.scaling.hardware import measured_matmul_flops
+from lmx.scaling.hardware import time_matmul_flops
 
 # As in the `lmx` command: XLA's freed host memory is reused, not faulted in again every step.
 HOST_MEMORY_RETAINED = retain_freed_memory()
@@ -36,8 +36,8 @@ def best_time(fn: Callable[[], Any], repeats: int) -> float:
 
 def matmul_ceiling() -> float:
     """FLOP/s of a jitted float32 2048 x 2048 matmul: this machine's practical ceiling (lmx's own
-    measurement, the one MFU on CPU divides by)."""
-    return measured_matmul_flops(2048, repeats=10)
+    measurement, the one MFU on CPU divides by), timed afresh on every call."""
+    return time_matmul_flops(2048, repeats=10)
 
 
 def machine() -> dict[str, Any]:

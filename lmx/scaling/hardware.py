@@ -23,12 +23,9 @@ KNOWN_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-@functools.cache
-def measured_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a jitted float32 n x n matmul on the default device: a CPU's practical ceiling.
-
-    On CPU one device already uses every core, so this is the whole host's ceiling.
-    """
+def time_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a jitted float32 n x n matmul on the default device, measured now (best of
+    `repeats`). On CPU one device already uses every core, so this is the whole host's ceiling."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
@@ -39,6 +36,12 @@ def measured_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
         dot(a, b).block_until_ready()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+@functools.cache
+def measured_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    """`time_matmul_flops`, measured once per process: a CPU's practical ceiling for MFU."""
+    return time_matmul_flops(n, repeats)
 
 
 def peak_flops(devices: Sequence[jax.Device], per_device: float = 0.0) -> float:
