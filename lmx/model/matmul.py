@@ -7,7 +7,7 @@ operand has the contracting dimensions last, which it does by physically transpo
 When the layer widens (``N > K``: the SwiGLU gate and up projections, the vocabulary logits), that
 copies the larger tensor, e.g. the ``[tokens, vocab]`` logits gradient. Here the weight gradient puts
 the smaller operand on the left instead; the result is the same dot, and the step of
-``configs/small.py`` on CPU ran faster with it (docs/BENCHMARKS.md).
+``configs/small.py`` on CPU ran faster with it (BENCHMARKS.md).
 """
 
 from __future__ import annotations
