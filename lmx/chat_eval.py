@@ -115,6 +115,7 @@ def evaluate_pairs_run(
     from lmx.data.preference import pair_record, read_preference
     from lmx.runs import load_run
     from lmx.train.init_from import load_init_params
+    from lmx.train.objectives import max_sequence_tokens
     from lmx.train.preference_losses import NEEDS_REFERENCE
     from lmx.train.tasks import Records, evaluate_objective, objective_eval_step
 
@@ -125,7 +126,7 @@ def evaluate_pairs_run(
             f"{run_dir}: objective.kind={cfg.objective.kind!r}; --pairs scores reward-model and preference runs"
         )
     template = ChatTemplate(run.require_tokenizer())
-    pairs, _ = read_preference(path, template, cfg.data.seq_len, cfg.objective.truncation)
+    pairs, _ = read_preference(path, template, cfg.data.seq_len, cfg.objective.truncation, max_sequence_tokens(cfg))
     frozen = None
     if cfg.objective.kind == "preference" and NEEDS_REFERENCE[cfg.objective.loss]:
         # Precomputed or not in training, here the reference runs beside the policy.

@@ -183,3 +183,21 @@ def test_a_prompt_longer_than_the_context_is_dropped_or_cut_and_counted(template
     pairs, stats = read_preference(path, template, SEQ, "truncate")
     assert (stats.kept, stats.dropped, stats.truncated) == (2, 1, 1)
     assert all(len(p.prompt) + len(p.chosen) <= SEQ + 1 for p in pairs)
+
+
+def test_a_token_limit_of_seq_len_keeps_room_for_a_reward_models_whole_sequence(template, tmp_path):
+    """A language model's row holds seq_len + 1 tokens (seq_len predictions); a reward model reads
+    every token of prompt + response, so its pairs must fit in seq_len."""
+    prompt = template.prompt_ids([Message("user", "q")])
+    chosen = "a " * 60
+    while len(prompt) + len(template.response_ids(chosen)) > SEQ + 1:
+        chosen = chosen[:-2]
+    assert len(prompt) + len(template.response_ids(chosen)) == SEQ + 1  # fills a language model's row
+    records = [{"prompt": "q", "chosen": chosen, "rejected": "b"}, {"prompt": "q", "chosen": "c", "rejected": "d"}]
+    path = write_jsonl(tmp_path / "p.jsonl", records)
+    assert read_preference(path, template, SEQ)[1].kept == 2
+    pairs, stats = read_preference(path, template, SEQ, "drop", max_tokens=SEQ)
+    assert (stats.kept, stats.dropped) == (1, 1) and len(pairs[0].chosen) == 2  # "c" and EOS
+    pairs, stats = read_preference(path, template, SEQ, "truncate", max_tokens=SEQ)
+    assert (stats.kept, stats.truncated) == (2, 1)
+    assert len(pairs[0].prompt) + len(pairs[0].chosen) == SEQ

@@ -18,7 +18,7 @@ from lmx.data.preference import PreferencePair, pair_record
 from lmx.data.sft import sequence_record
 from lmx.errors import CheckpointError, ConfigError
 from lmx.model import RewardModel, Transformer
-from lmx.train.objectives import reward_model_loss, sft_loss
+from lmx.train.objectives import paired_rows, reward_model_loss, sft_loss, whole_sequences
 from lmx.train.reference_logps import compute_reference_logps
 from lmx.train.setup import setup_training
 
@@ -179,6 +179,27 @@ def test_reward_is_read_at_the_last_non_pad_token(cpu_devices):
     changed = tokens.copy()
     changed[n - 1] = (changed[n - 1] + 1) % V  # the last real token
     assert score(changed) != pytest.approx(base, abs=1e-6)
+
+
+def test_the_reward_model_loss_scores_whole_sequences_up_to_their_last_token(cpu_devices):
+    """Rows hold inputs = tokens[:-1]; the reward model reads the last token (EOS) as well."""
+    setup = setup_training(objective_config("reward_model"), cpu_devices[:1])
+    params = setup.state.params
+    pairs = random_pairs(4)
+    batch = {k: jnp.asarray(v) for k, v in pair_batch(pairs).items()}
+    tokens, segment_ids, positions = (np.asarray(a) for a in whole_sequences(paired_rows(batch)))
+    # Independently: each side's prompt + response, right-padded.
+    expected = np.zeros((2 * B, L), np.int32)
+    for i, seq in enumerate(
+        [np.concatenate([p.prompt, p.chosen]) for p in pairs] + [np.concatenate([p.prompt, p.rejected]) for p in pairs]
+    ):
+        expected[i, : len(seq)] = seq
+    np.testing.assert_array_equal(np.where(segment_ids > 0, tokens, 0), expected)
+    np.testing.assert_array_equal(segment_ids > 0, expected > 0)  # random ids are never the pad id 0
+    scores = setup.model.apply({"params": params}, expected, (expected > 0).astype(np.int32), positions)
+    _, stats = reward_model_loss(setup.model)(params, batch)
+    assert float(stats["chosen_score"]) == pytest.approx(float(np.sum(scores[:B])), rel=1e-5, abs=1e-6)
+    assert float(stats["rejected_score"]) == pytest.approx(float(np.sum(scores[B:])), rel=1e-5, abs=1e-6)
 
 
 def test_reward_model_lm_loss_adds_each_chosen_responses_mean_cross_entropy(cpu_devices):

@@ -83,11 +83,12 @@ class ChatStats:
 
 
 def fit_to_length(
-    prompt: np.ndarray, response: np.ndarray, seq_len: int, truncation: Truncation, stats: ChatStats
+    prompt: np.ndarray, response: np.ndarray, max_tokens: int, truncation: Truncation, stats: ChatStats
 ) -> np.ndarray | None:
-    """The response, cut so that prompt + response is at most ``seq_len + 1`` tokens (a sequence of
-    n tokens gives n - 1 predictions), or None when the example must be dropped. Counts in stats."""
-    room = seq_len + 1 - len(prompt)
+    """The response, cut so that prompt + response is at most `max_tokens` tokens (``seq_len + 1``
+    for a language model's rows: a sequence of n tokens gives n - 1 predictions), or None when the
+    example must be dropped. Counts in stats."""
+    room = max_tokens - len(prompt)
     if len(response) <= room:
         return response
     if truncation == "drop" or room < 1:

@@ -37,9 +37,16 @@ class PreferencePair:
 
 
 def read_preference(
-    patterns: str | Sequence[str], template: ChatTemplate, seq_len: int, truncation: Truncation = "drop"
+    patterns: str | Sequence[str],
+    template: ChatTemplate,
+    seq_len: int,
+    truncation: Truncation = "drop",
+    max_tokens: int | None = None,
 ) -> tuple[list[PreferencePair], ChatStats]:
-    """Reads and encodes every pair. A pair is kept only if both sides fit (after truncation)."""
+    """Reads and encodes every pair. A pair is kept only if both sides fit (after truncation) in
+    `max_tokens` tokens of prompt + response: by default ``seq_len + 1``, a language model's row
+    (`pair_record`); a reward model reads whole sequences and needs them within ``seq_len``."""
+    max_tokens = seq_len + 1 if max_tokens is None else max_tokens
     stats, pairs = ChatStats(), []
     for where, record in jsonl_records(patterns):
         stats.records += 1
@@ -55,7 +62,7 @@ def read_preference(
         sides = []
         for text in texts:
             side_stats = ChatStats()
-            ids = fit_to_length(prompt, template.response_ids(text), seq_len, truncation, side_stats)
+            ids = fit_to_length(prompt, template.response_ids(text), max_tokens, truncation, side_stats)
             sides.append((ids, side_stats))
         if any(ids is None for ids, _ in sides):
             stats.dropped += 1

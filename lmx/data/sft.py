@@ -54,7 +54,7 @@ def read_sft(
         else:
             prompt_messages, response_text = parse_messages(record, where), response_field(record, "response", where)
         prompt = template.prompt_ids(prompt_messages)
-        response = fit_to_length(prompt, template.response_ids(response_text), seq_len, truncation, stats)
+        response = fit_to_length(prompt, template.response_ids(response_text), seq_len + 1, truncation, stats)
         if response is not None:
             examples.append(SftExample(prompt, response))
             stats.kept += 1

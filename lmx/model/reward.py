@@ -17,7 +17,8 @@ class RewardModel(Transformer):
     """Maps right-padded sequences ``[B, L]`` to float32 scores ``[B]``.
 
     The score is a linear head on the final-normed hidden state of each row's last non-padding token
-    (segment id > 0), which has attended to the whole prompt and response. The parameter tree is the
+    (segment id > 0), which has attended to the whole prompt and response; the reward-model
+    objective passes whole sequences, so that token is the response's EOS. The parameter tree is the
     language model's (embed, layers, final_norm) plus ``reward_head``, so a pretrained or fine-tuned
     run initialises everything but the head (`objective.init_from`).
 

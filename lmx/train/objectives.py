@@ -68,6 +68,33 @@ def paired_rows(batch: Batch) -> dict[str, Array]:
     return {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in keys}
 
 
+def whole_sequences(rows: dict[str, Array]) -> tuple[Array, Array, Array]:
+    """``(tokens, segment_ids, positions)`` ``[B, L]`` of each row's whole sequence: prompt,
+    response and EOS.
+
+    Rows hold a language model's layout, inputs = tokens[:-1] and targets = tokens[1:], which leaves
+    out the last token. A reward model reads that one too (EOS: the response is complete), so it is
+    put back after the inputs; there is room for it because reward-model data is read with
+    sequences of at most ``seq_len`` tokens (`max_sequence_tokens`).
+    """
+    inputs_BxL, segments_BxL = rows["inputs"], rows["segment_ids"]
+    n_B = jnp.sum(segments_BxL > 0, axis=1)
+    index_1xL = jnp.arange(inputs_BxL.shape[1])[None, :]
+    # Masked sums and selects rather than gathers: they partition cleanly when the batch is sharded.
+    last_B = jnp.sum(jnp.where(index_1xL == n_B[:, None] - 1, rows["targets"], 0), axis=1)
+    at_end_BxL = index_1xL == n_B[:, None]
+    tokens_BxL = jnp.where(at_end_BxL, last_B[:, None], inputs_BxL)
+    segment_ids_BxL = jnp.where(at_end_BxL, jnp.ones_like(segments_BxL), segments_BxL)
+    return tokens_BxL, segment_ids_BxL, rows["positions"]
+
+
+def max_sequence_tokens(cfg: Config) -> int:
+    """The most tokens a chat example (prompt + response) may hold under `cfg`'s objective:
+    ``seq_len + 1`` for a language model's rows (n tokens make n - 1 predictions), ``seq_len`` for a
+    reward model, which reads every token (`whole_sequences`)."""
+    return cfg.data.seq_len + (cfg.objective.kind != "reward_model")
+
+
 def pair_logps(model: nn.Module, params: Any, batch: Batch) -> tuple[Array, Array, Array, Array]:
     """``(logp chosen, logp rejected, tokens chosen, tokens rejected)``, each ``[B]``."""
     rows = paired_rows(batch)
@@ -118,6 +145,7 @@ def reward_model_loss(model: nn.Module, lm_loss_weight: float = 0.0) -> LossFn:
     """Bradley-Terry over preference batches scored by a `RewardModel`. Stats: accuracy (chosen
     scored higher), margin, chosen_score, rejected_score.
 
+    Each side is scored on its whole sequence (`whole_sequences`), so the score is read at its EOS.
     With `lm_loss_weight` > 0 (the model built with ``lm_head``), each pair also adds that weight
     times the mean next-token cross-entropy of its chosen response; stat ``lm_loss`` is that mean.
     A per-pair term keeps the loss a sum over pairs, so the step's global mean stays exact.
@@ -125,9 +153,9 @@ def reward_model_loss(model: nn.Module, lm_loss_weight: float = 0.0) -> LossFn:
 
     def loss_fn(params: Any, batch: Batch) -> tuple[Array, dict[str, Array]]:
         rows = paired_rows(batch)
-        inputs = (rows["inputs"], rows["segment_ids"], rows["positions"])
-        # The hidden states feed only the LM term; without it XLA drops them.
-        scores_2B, h_2BxLxD = model.apply({"params": params}, *inputs, method="scores_and_hidden")
+        # The hidden states feed only the LM term; without it XLA drops them. They are causal, so
+        # at the input positions they are the language model's, EOS appended or not.
+        scores_2B, h_2BxLxD = model.apply({"params": params}, *whole_sequences(rows), method="scores_and_hidden")
         b = scores_2B.shape[0] // 2
         chosen_B, rejected_B = scores_2B[:b], scores_2B[b:]
         valid_B = ((jnp.sum(batch["chosen_loss_mask"], 1) > 0) & (jnp.sum(batch["rejected_loss_mask"], 1) > 0)).astype(

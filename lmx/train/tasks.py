@@ -32,7 +32,7 @@ from lmx.errors import ConfigError, DataError
 from lmx.evaluate import config_eval_batches, eval_batch_size, eval_batches, evaluate, make_eval_step, unigram_loss
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
-from lmx.train.objectives import OBJECTIVES
+from lmx.train.objectives import OBJECTIVES, max_sequence_tokens
 from lmx.train.preference_losses import NEEDS_REFERENCE
 from lmx.train.setup import TrainSetup
 from lmx.train.steps import Batch, LossFn, means_from_sums, sharded_sums, step_batch_sharding
@@ -216,8 +216,12 @@ class ChatTask:
 
     def _read(self, patterns: str) -> tuple[list, ChatStats]:
         files = [p.strip() for p in patterns.split(",") if p.strip()]
-        read = read_sft if self.kind == "sft" else read_preference
-        return read(files, self.template, self.cfg.data.seq_len, self.cfg.objective.truncation)
+        cfg = self.cfg
+        if self.kind == "sft":
+            return read_sft(files, self.template, cfg.data.seq_len, cfg.objective.truncation)
+        return read_preference(
+            files, self.template, cfg.data.seq_len, cfg.objective.truncation, max_sequence_tokens(cfg)
+        )
 
     def _precompute(self, reference: Any) -> None:
         from lmx.train.init_from import resolve_init_from
