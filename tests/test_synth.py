@@ -37,6 +37,17 @@ def test_files_are_correct_deterministic_and_disjoint(tmp_path):
     assert {r["task"] for r in sft_train} == {"copy", "reverse", "sort", "add"}
 
 
+def test_excluded_prompts_appear_in_no_file(tmp_path):
+    first = write_synth_tasks(tmp_path / "a", train=300, heldout=30, tasks=["copy"], seed=0)
+    used = {r["prompt"] for name in ("sft_train", "sft_heldout") for r in read(first[name])}
+    second = write_synth_tasks(tmp_path / "b", train=300, heldout=30, tasks=["copy"], seed=1, exclude=used)
+    for path in second.values():
+        assert not used & {r["prompt"] for r in read(path)}, path.name
+    # Without the exclusion the same draw repeats some of them: the check above can fail.
+    third = write_synth_tasks(tmp_path / "c", train=300, heldout=30, tasks=["copy"], seed=1)
+    assert any(used & {r["prompt"] for r in read(path)} for path in third.values())
+
+
 def test_bad_requests_are_refused():
     with pytest.raises(DataError, match="unknown synthetic task"):
         synth_examples(["divide"], 10, 0)

@@ -16,7 +16,7 @@ Everything is drawn from a seeded generator: the same arguments write the same f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +109,23 @@ def _write_jsonl(path: Path, records: list[dict[str, str]]) -> None:
 
 
 def write_synth_tasks(
-    out: str | Path, train: int = 4000, heldout: int = 200, tasks: Sequence[str] = tuple(TASKS), seed: int = 0
+    out: str | Path,
+    train: int = 4000,
+    heldout: int = 200,
+    tasks: Sequence[str] = tuple(TASKS),
+    seed: int = 0,
+    exclude: Iterable[str] = (),
 ) -> dict[str, Path]:
     """Writes ``sft_{train,heldout}.jsonl`` and ``preference_{train,heldout}.jsonl`` under `out`.
 
-    The held-out prompts are drawn first and excluded from both training files.
+    The held-out prompts are drawn first and excluded from both training files. No file holds a
+    prompt of `exclude` (e.g. those of another set that a model was already trained on).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    held = synth_examples(tasks, 2 * heldout, seed)
-    held_prompts = {example[0] for _, example in held}
+    excluded = set(exclude)
+    held = synth_examples(tasks, 2 * heldout, seed, excluded)
+    held_prompts = excluded | {example[0] for _, example in held}
     sft_train = synth_examples(tasks, train, seed + 1, held_prompts)
     pref_train = synth_examples(tasks, train, seed + 2, held_prompts)
     paths = {
