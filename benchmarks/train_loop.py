@@ -8,7 +8,9 @@
    visible; that is one host sync per step, more than the default), no periodic evaluation.
 
 Reports the median tokens/s of each and their ratio (target >= 0.95), and how much longer the
-step after each checkpoint save took than the median step (the save's stall; target <= 1 step).
+step after each checkpoint save took than the median step (the save's stall; target <= 1 step),
+and the extra time of all the steps from one save to the next, in median steps (the writes run in
+the background and can slow a later step rather than the next one).
 Writes benchmarks/results/train_loop.json.
 """
 
@@ -68,7 +70,12 @@ def main() -> None:
     after_save = [s + 1 for s in range(args.checkpoint_every, args.steps, args.checkpoint_every)]
     plain = [t for s, t in loop_times.items() if s not in after_save]
     loop_median = statistics.median(plain + [loop_times[s] for s in after_save if s in loop_times])
-    stalls = [loop_times[s] / statistics.median(plain) - 1.0 for s in after_save if s in loop_times]
+    plain_median = statistics.median(plain)
+    stalls = [loop_times[s] / plain_median - 1.0 for s in after_save if s in loop_times]
+    interval_extra = [
+        sum(loop_times[k] / plain_median - 1.0 for k in range(s, s + args.checkpoint_every) if k in loop_times)
+        for s in after_save
+    ]
 
     bare = bare_step_times(cfg, min(8, args.steps))
     bare_median = statistics.median(bare)
@@ -82,13 +89,16 @@ def main() -> None:
         "loop_tokens_per_s": tokens_per_step / loop_median,
         "loop_over_bare": bare_median / loop_median,
         "save_stall_steps": stalls,
+        "save_interval_extra_steps": interval_extra,
     }
     print(
         f"{args.config}: bare step {bare_median:.3f} s ({result['bare_tokens_per_s']:,.0f} tokens/s), "
         f"loop step {loop_median:.3f} s ({result['loop_tokens_per_s']:,.0f} tokens/s): "
         f"ratio {result['loop_over_bare']:.3f}; step after an async save took "
         + ", ".join(f"{s:+.1%}" for s in stalls)
-        + " vs the median step"
+        + " vs the median step; the steps up to the next save took "
+        + ", ".join(f"{x:+.2f}" for x in interval_extra)
+        + " median steps extra"
     )
     print(f"wrote {write_results('train_loop', result)}")
 
