@@ -189,9 +189,11 @@ def _cmd_data_icl(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from lmx.data.chat import jsonl_records, text_field
     from lmx.data.synth import write_synth_tasks
 
-    paths = write_synth_tasks(args.out, args.train, args.heldout, args.tasks, args.seed)
+    exclude = {text_field(record, "prompt", where) for where, record in jsonl_records(args.exclude)}
+    paths = write_synth_tasks(args.out, args.train, args.heldout, args.tasks, args.seed, exclude)
     for path in paths.values():
         print(f"wrote {path}")
     return 0
@@ -457,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--heldout", type=int, default=200, help="held-out examples per file")
     synth.add_argument("--tasks", nargs="+", default=["copy", "reverse", "sort", "add"])
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="JSONL",
+        help="files (or globs) whose prompts no written file may hold, e.g. the SFT files a model was trained on",
+    )
     synth.set_defaults(func=_cmd_data_synth)
     return parser
 

@@ -61,5 +61,9 @@ def test_the_cli_writes_the_files_and_refuses_two_eval_sources(tmp_path, capsys)
     assert main(["data", "synth-tasks", str(tmp_path), "--train", "40", "--heldout", "4", "--tasks", "copy"]) == 0
     assert len(read(tmp_path / "sft_train.jsonl")) == 40
     assert {r["task"] for r in read(tmp_path / "preference_heldout.jsonl")} == {"copy"}
+    used = {r["prompt"] for r in read(tmp_path / "sft_train.jsonl")}
+    args = ["--train", "40", "--heldout", "4", "--tasks", "copy", "--exclude", str(tmp_path / "sft_*.jsonl")]
+    assert main(["data", "synth-tasks", str(tmp_path / "more"), *args]) == 0
+    assert not used & {r["prompt"] for r in read(tmp_path / "more" / "sft_train.jsonl")}
     assert main(["eval", str(tmp_path), "--pairs", "a.jsonl", "--responses", "b.jsonl"]) == 2
     assert "at most one of" in capsys.readouterr().err
