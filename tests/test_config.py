@@ -103,6 +103,13 @@ def test_load_config_files_and_overrides():
     assert (small.model.d_model, small.model.n_layers, small.data.seq_len, small.train.steps) == (512, 8, 512, 7)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_round_trips(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    assert Config.from_json(cfg.to_json()) == cfg
+
+
 def test_load_config_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.py")
