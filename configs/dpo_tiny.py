@@ -1,7 +1,7 @@
 """Direct preference optimisation of the SFT model on the generated pairs (about a minute on CPU).
 
 lmx train configs/sft_tiny.py                   # runs/sft_tiny (see that file)
-lmx data synth-tasks data/judged --tasks copy reverse sort --train 6000 --heldout 600 --seed 1 \
+lmx data synth-tasks data/judged --tasks copy reverse sort --train 6000 --heldout 600 --seed 1 \\
     --exclude 'data/synth/sft_*.jsonl'          # pairs whose prompts the SFT model never saw
 lmx train configs/dpo_tiny.py                   # -> runs/dpo_tiny; the SFT model is the reference
 lmx eval runs/dpo_tiny --pairs data/judged/preference_heldout.jsonl

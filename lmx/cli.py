@@ -189,10 +189,9 @@ def _cmd_data_icl(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from lmx.data.chat import jsonl_records, text_field
-    from lmx.data.synth import write_synth_tasks
+    from lmx.data.synth import prompts_in, write_synth_tasks
 
-    exclude = {text_field(record, "prompt", where) for where, record in jsonl_records(args.exclude)}
+    exclude = prompts_in(args.exclude)
     paths = write_synth_tasks(args.out, args.train, args.heldout, args.tasks, args.seed, exclude)
     for path in paths.values():
         print(f"wrote {path}")

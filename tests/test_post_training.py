@@ -18,16 +18,12 @@ import pytest
 from lmx.chat_eval import evaluate_pairs_run, exact_match_run
 from lmx.cli import main
 from lmx.config import Config
-from lmx.data.synth import write_synth_tasks
+from lmx.data.synth import prompts_in, write_synth_tasks
 from lmx.train.loop import train
 
 pytestmark = pytest.mark.slow
 
 JUDGED_TASKS = ("copy", "reverse", "sort")
-
-
-def read_prompts(path) -> set[str]:
-    return {json.loads(line)["prompt"] for line in path.read_text().splitlines()}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +34,7 @@ def synth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def judged(synth, tmp_path_factory):
     """Preference pairs of JUDGED_TASKS whose prompts the SFT model never saw, held-out or not."""
-    seen = read_prompts(synth["sft_train"]) | read_prompts(synth["sft_heldout"])
+    seen = prompts_in([str(synth["sft_train"]), str(synth["sft_heldout"])])
     out = tmp_path_factory.mktemp("judged")
     # 600 held-out pairs: one standard error of an accuracy near 0.95 is then 0.009.
     return write_synth_tasks(out, train=6000, heldout=600, tasks=JUDGED_TASKS, seed=1, exclude=seen)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lmx.data.synth import synth_examples, write_synth_tasks
+from lmx.data.synth import prompts_in, synth_examples, write_synth_tasks
 from lmx.errors import DataError
 
 
@@ -39,7 +39,7 @@ def test_files_are_correct_deterministic_and_disjoint(tmp_path):
 
 def test_excluded_prompts_appear_in_no_file(tmp_path):
     first = write_synth_tasks(tmp_path / "a", train=300, heldout=30, tasks=["copy"], seed=0)
-    used = {r["prompt"] for name in ("sft_train", "sft_heldout") for r in read(first[name])}
+    used = prompts_in([str(first["sft_train"]), str(first["sft_heldout"])])
     second = write_synth_tasks(tmp_path / "b", train=300, heldout=30, tasks=["copy"], seed=1, exclude=used)
     for path in second.values():
         assert not used & {r["prompt"] for r in read(path)}, path.name

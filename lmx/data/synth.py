@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmx.data.chat import jsonl_records, text_field
 from lmx.errors import DataError
 
 Example = tuple[str, str, str]  # (prompt, correct answer, wrong answer)
@@ -102,6 +103,12 @@ def synth_examples(
         seen.add(example[0])
         out.append((task, example))
     return out
+
+
+def prompts_in(patterns: str | Sequence[str]) -> set[str]:
+    """The ``prompt`` of every record in the JSONL files matching `patterns` (an `exclude` for
+    `write_synth_tasks`); a record without one raises DataError naming file:line."""
+    return {text_field(record, "prompt", where) for where, record in jsonl_records(patterns)}
 
 
 def _write_jsonl(path: Path, records: list[dict[str, str]]) -> None:
