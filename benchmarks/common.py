@@ -12,7 +12,7 @@ from typing import Any
 import jax
 
 from lmx.hostmem import retain_freed_memory
-from lmx.scaling.hardware import time_matmul_flops
+from lmx.parallel.hardware import time_matmul_flops
 
 # As in the `lmx` command: XLA's freed host memory is reused, not faulted in again every step.
 HOST_MEMORY_RETAINED = retain_freed_memory()

@@ -23,7 +23,7 @@ from common import best_time, block, write_results
 
 from lmx.config import load_config
 from lmx.data.preference import PreferencePair, pair_record
-from lmx.scaling.flops import param_counts
+from lmx.model.flops import param_counts
 from lmx.train.setup import setup_training, synthetic_batch
 
 

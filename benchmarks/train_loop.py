@@ -25,8 +25,8 @@ import numpy as np
 from common import block, write_results
 
 from lmx.config import load_config
-from lmx.metrics import read_jsonl
 from lmx.train.loop import Trainer
+from lmx.train.metrics import read_jsonl
 from lmx.train.setup import setup_training, synthetic_batch
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from common import best_time, block, matmul_ceiling, write_results
 
 from lmx.config import load_config
-from lmx.scaling.flops import flops_per_token_detailed, matmul_flops_per_token, param_counts
+from lmx.model.flops import flops_per_token_detailed, matmul_flops_per_token, param_counts
 from lmx.train.setup import setup_training, synthetic_batch
 
 

@@ -23,11 +23,11 @@ from lmx.config import (
     Config,
     EvalConfig,
     LogConfig,
-    ObjectiveConfig,
     OptimConfig,
     TrainConfig,
     load_config,
 )
+from lmx.objectives.preference import PreferenceConfig
 
 
 def get_config() -> Config:
@@ -40,8 +40,7 @@ def get_config() -> Config:
         eval=EvalConfig(every_steps=100, batches=4),
         checkpoint=CheckpointConfig(every_steps=100),
         log=LogConfig(every_steps=20),
-        objective=ObjectiveConfig(
-            kind="preference",
+        objective=PreferenceConfig(
             loss="dpo",
             beta=0.1,
             init_from="runs/sft_tiny",

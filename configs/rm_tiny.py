@@ -18,11 +18,11 @@ from lmx.config import (
     Config,
     EvalConfig,
     LogConfig,
-    ObjectiveConfig,
     OptimConfig,
     TrainConfig,
     load_config,
 )
+from lmx.objectives.reward_model import RewardModelConfig
 
 
 def get_config() -> Config:
@@ -35,8 +35,7 @@ def get_config() -> Config:
         eval=EvalConfig(every_steps=1000, batches=4),
         checkpoint=CheckpointConfig(every_steps=1000),
         log=LogConfig(every_steps=20),
-        objective=ObjectiveConfig(
-            kind="reward_model",
+        objective=RewardModelConfig(
             init_from="runs/sft_tiny",
             train_files="data/judged/preference_train.jsonl",
             eval_files="data/judged/preference_heldout.jsonl",

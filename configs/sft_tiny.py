@@ -15,11 +15,11 @@ from lmx.config import (
     DataConfig,
     EvalConfig,
     LogConfig,
-    ObjectiveConfig,
     OptimConfig,
     TrainConfig,
     load_config,
 )
+from lmx.objectives.sft import SFTConfig
 
 
 def get_config() -> Config:
@@ -33,8 +33,7 @@ def get_config() -> Config:
         eval=EvalConfig(every_steps=500, batches=4),
         checkpoint=CheckpointConfig(every_steps=500),
         log=LogConfig(every_steps=20),
-        objective=ObjectiveConfig(
-            kind="sft",
+        objective=SFTConfig(
             init_from="runs/tiny",
             train_files="data/synth/sft_train.jsonl",
             eval_files="data/synth/sft_heldout.jsonl",

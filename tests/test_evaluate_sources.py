@@ -11,10 +11,10 @@ import pytest
 from lmx.cli import main
 from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig, load_config
 from lmx.errors import DataError
-from lmx.fewshot import ChoiceItem, ChoiceScorer, prompt_with_shots, read_choice_items
+from lmx.infer.fewshot import ChoiceItem, ChoiceScorer, prompt_with_shots, read_choice_items
+from lmx.infer.runs import load_run
 from lmx.model import Transformer
 from lmx.parallel import make_mesh
-from lmx.runs import load_run
 from lmx.train.loop import train
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=24)
@@ -96,7 +96,7 @@ def test_eval_on_a_token_file_equals_a_plain_forward_pass(full_run, tmp_path, ca
     assert "step 30, " in capsys.readouterr().out
     written = json.loads(next(run_dir.glob("eval-t_npy-*-step30.json")).read_text())
     windows = np.stack([tokens[i * seq : i * seq + seq + 1] for i in range(3)]).astype(np.int32)
-    logits = run.setup.model.apply({"params": jax.device_get(run.params)}, windows[:, :-1])
+    logits = run.model.apply({"params": jax.device_get(run.params)}, windows[:, :-1])
     log_probs = jax.nn.log_softmax(logits)
     expected = -np.mean(np.take_along_axis(np.asarray(log_probs), windows[:, 1:, None], -1))
     assert written["tokens"] == 3 * seq

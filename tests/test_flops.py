@@ -5,7 +5,7 @@ import pytest
 
 from lmx.config import ModelConfig
 from lmx.model import Transformer
-from lmx.scaling.flops import (
+from lmx.model.flops import (
     flops_per_token_6n,
     flops_per_token_detailed,
     forward_flops,
@@ -96,7 +96,7 @@ def test_detailed_flops_by_hand_for_a_gqa_gelu_untied_config():
 
 def test_porian_counts_the_unembedding_and_training_flops_scale_with_steps():
     from lmx.config import Config, DataConfig, TrainConfig
-    from lmx.scaling.flops import (
+    from lmx.model.flops import (
         flops_per_token,
         flops_per_token_porian,
         flops_table,

@@ -12,12 +12,12 @@ import pytest
 from lmx.cli import main
 from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig
 from lmx.errors import CheckpointError, DataError
-from lmx.generate import Generator, greedy_without_cache, prefill_width
+from lmx.infer.generate import Generator, greedy_without_cache, prefill_width
+from lmx.infer.runs import load_run
+from lmx.infer.sampling import Sampling, filter_logits, sample
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel import make_mesh
-from lmx.runs import load_run
-from lmx.sampling import Sampling, filter_logits, sample
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=48)
 # Lengths 3..19 span two prefill buckets (16 and 32); one batch of 4 rows.
@@ -169,7 +169,7 @@ def test_generate_command_streams_one_prompt_and_batches_a_file(full_run, tmp_pa
     assert main([*args, "--prompts-file", str(tmp_path / "p.jsonl"), "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     greedy = greedy_without_cache(
-        run.setup.model, run.params, run.tokenizer.encode_batch(prompts), 8, run.cfg.model.max_seq_len
+        run.model, run.params, run.tokenizer.encode_batch(prompts), 8, run.cfg.model.max_seq_len
     )
     for prompt, tokens in zip(prompts, greedy, strict=True):
         # The CLI's greedy text is the recompute reference's (EOS, if any, ends it early).

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lmx.metrics import read_jsonl
+from lmx.train.metrics import read_jsonl
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "custom_loss.py"
 

@@ -14,8 +14,8 @@ from lmx.checkpoint import Checkpoints
 from lmx.cli import main
 from lmx.config import Config, SweepConfig
 from lmx.errors import CheckpointError, NonFiniteError
-from lmx.metrics import read_jsonl
 from lmx.train.loop import train
+from lmx.train.metrics import read_jsonl
 from lmx.train.setup import setup_training
 
 

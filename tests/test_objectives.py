@@ -18,8 +18,10 @@ from lmx.data.preference import PreferencePair, pair_record
 from lmx.data.sft import sequence_record
 from lmx.errors import CheckpointError, ConfigError
 from lmx.model import RewardModel, Transformer
-from lmx.train.objectives import paired_rows, reward_model_loss, sft_loss, whole_sequences
-from lmx.train.reference_logps import compute_reference_logps
+from lmx.objectives.pairs import paired_rows, whole_sequences
+from lmx.objectives.reference_logps import compute_reference_logps
+from lmx.objectives.reward_model import reward_model_loss
+from lmx.objectives.sft import sft_loss
 from lmx.train.setup import setup_training
 
 L, V, B = 16, 64, 8
@@ -270,7 +272,7 @@ def test_objective_config_errors():
 
 
 def test_init_from_checks_paths_and_shapes(full_run, tmp_path, cpu_devices):
-    from lmx.train.init_from import load_init_params
+    from lmx.checkpoint.init_from import load_init_params
 
     cfg, run_dir, _ = full_run  # trained on a (2, 2, 2) mesh; loaded here onto one device
     cfg = cfg.replace(**{"mesh.data": 1, "mesh.fsdp": 1, "mesh.tensor": 1})

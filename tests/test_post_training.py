@@ -15,10 +15,10 @@ import json
 
 import pytest
 
-from lmx.chat_eval import evaluate_pairs_run, exact_match_run
 from lmx.cli import main
 from lmx.config import Config
 from lmx.data.synth import prompts_in, write_synth_tasks
+from lmx.infer.chat_eval import evaluate_pairs_run, exact_match_run
 from lmx.train.loop import train
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from conftest import loop_config
 from test_loop import assert_trees_equal, final_params, losses
 
-from lmx.metrics import read_jsonl
+from lmx.train.metrics import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmx.train.preference_losses import (
+from lmx.objectives.preference_losses import (
     PREFERENCE_LOSSES,
     PreferenceHyper,
     SequenceLogps,

@@ -9,8 +9,8 @@ from conftest import tiny_config
 
 from lmx.config import Config
 from lmx.errors import ConfigError
+from lmx.objectives.losses import cross_entropy_sums
 from lmx.parallel.partitioner import gspmd_partitioner
-from lmx.train.losses import cross_entropy_sums
 from lmx.train.optim import make_schedule, weight_decay_mask
 from lmx.train.setup import default_loss, setup_training, synthetic_batch
 from lmx.train.steps import sharded_gradients

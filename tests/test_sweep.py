@@ -9,7 +9,7 @@ import pytest
 from lmx.cli import main
 from lmx.config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from lmx.errors import ConfigError
-from lmx.scaling.flops import training_flops
+from lmx.model.flops import training_flops
 from lmx.scaling.launch import write_plan, write_slurm
 from lmx.scaling.sweep import LadderRule, Point, Sweep, cross, format_value, grid, isoflop, load_sweep
 

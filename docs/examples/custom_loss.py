@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from lmx.config import load_config
+from lmx.objectives.base import LossFn
+from lmx.objectives.losses import target_logits
+from lmx.parallel.mapping import Batch
 from lmx.train.loop import RunResult, train
-from lmx.train.losses import target_logits
 from lmx.train.setup import TrainSetup
-from lmx.train.steps import Batch, LossFn
 
 
 def label_smoothed_loss(setup: TrainSetup, smoothing: float) -> LossFn:

@@ -1,6 +1,6 @@
-"""The decoder-only transformer, its layers, and the reward model built on it."""
+"""The decoder-only transformer, its layers, the reward model built on it, and its FLOPs."""
 
-from lmx.model.reward import RewardModel, make_model
+from lmx.model.reward import RewardModel
 from lmx.model.transformer import Block, Transformer, unstack_layers
 
-__all__ = ["Block", "RewardModel", "Transformer", "make_model", "unstack_layers"]
+__all__ = ["Block", "RewardModel", "Transformer", "unstack_layers"]

@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmx.config import ModelConfig, ObjectiveConfig
 from lmx.model.layers import dense_init
 from lmx.model.transformer import Transformer
 
@@ -65,11 +64,3 @@ class RewardModel(Transformer):
         at_last_BxL = jnp.arange(tokens_BxL.shape[1])[None, :] == last_B[:, None]
         h_BxD = jnp.sum(jnp.where(at_last_BxL[..., None], h_BxLxD, 0.0), axis=1)
         return self.reward_head(h_BxD)[:, 0].astype(jnp.float32)
-
-
-def make_model(model_cfg: ModelConfig, objective: ObjectiveConfig) -> Transformer:
-    """The module an objective trains: a reward model for ``reward_model`` (with the language
-    model's head when ``objective.lm_loss_weight`` > 0), else the language model."""
-    if objective.kind == "reward_model":
-        return RewardModel(model_cfg, lm_head=objective.lm_loss_weight > 0)
-    return Transformer(model_cfg)

@@ -15,6 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
 # (logical axis, mesh axes): mesh axes as a tuple, or Flax's forms (a single name, or None).
@@ -119,3 +120,12 @@ def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
 def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
     """How many ways the global batch is split: it must divide the batch size."""
     return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
+
+
+def abstract_params(model: nn.Module, mesh: Mesh, rules: Rules, seq_len: int) -> Any:
+    """A model's parameters as `jax.ShapeDtypeStruct`s carrying their shardings (targets for a
+    checkpoint restore); nothing is initialised."""
+    tokens = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+    boxed = jax.eval_shape(lambda t: model.init(jax.random.key(0), t)["params"], tokens)
+    shardings = shardings_from_boxed(boxed, mesh, rules)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)

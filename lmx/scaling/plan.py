@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmx.config import Config
-from lmx.scaling.flops import FlopsDefinition, flops_per_token, param_counts, tokens_per_step
+from lmx.model.flops import FlopsDefinition, flops_per_token, param_counts, tokens_per_step
 from lmx.scaling.sweep import Sweep, SweepRun
 
 

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from lmx.config import Config
+from lmx.model.flops import flops_per_token, param_counts
 from lmx.scaling.fit import isoflop_optimum, parametric_optimum
-from lmx.scaling.flops import flops_per_token, param_counts
 from lmx.scaling.points import Points
 
 

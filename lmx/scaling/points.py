@@ -19,7 +19,7 @@ import numpy as np
 
 from lmx.config import Config
 from lmx.errors import DataError
-from lmx.scaling.flops import flops_per_token, param_counts
+from lmx.model.flops import flops_per_token, param_counts
 
 
 @dataclasses.dataclass(frozen=True)

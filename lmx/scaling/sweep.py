@@ -25,7 +25,7 @@ from typing import Any
 
 from lmx.config import Config, SweepConfig, call_python_file
 from lmx.errors import ConfigError
-from lmx.scaling.flops import FLOPS_DEFINITIONS, FlopsDefinition, flops_per_token, param_counts, tokens_per_step
+from lmx.model.flops import FLOPS_DEFINITIONS, FlopsDefinition, flops_per_token, param_counts, tokens_per_step
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 

@@ -25,19 +25,18 @@ import jax
 import numpy as np
 
 from lmx.checkpoint import Checkpoints
+from lmx.checkpoint.init_from import load_init_params
 from lmx.config import Config, diff_keys, flatten_keys
 from lmx.errors import CheckpointError, NonFiniteError
-from lmx.evaluate import eval_batch_size
-from lmx.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
-from lmx.scaling.flops import flops_per_token_detailed, model_flops_utilization, param_counts
-from lmx.scaling.hardware import peak_flops
-from lmx.train.init_from import load_init_params
-from lmx.train.objectives import uses_frozen_reference
+from lmx.model.flops import flops_per_token_detailed, model_flops_utilization, param_counts
+from lmx.objectives.base import LossFn
+from lmx.objectives.registry import objective_of
+from lmx.parallel.hardware import peak_flops
+from lmx.parallel.mapping import eval_batch_size, step_batch_sharding
+from lmx.train.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
 from lmx.train.setup import TrainSetup, setup_training
 from lmx.train.signals import StopRequest
 from lmx.train.state import TrainState
-from lmx.train.steps import LossFn, step_batch_sharding
-from lmx.train.tasks import make_task, needs_reference_params
 
 Status = Literal["completed", "preempted"]
 
@@ -58,8 +57,8 @@ def train(
 ) -> RunResult:
     """Trains `cfg` in `run_dir`, resuming from its latest checkpoint if there is one.
 
-    `make_loss` builds a custom loss from the setup (its model); the default is next-token
-    cross-entropy. Returns when the run completes or a SIGTERM/SIGINT stopped it (after saving).
+    `make_loss` builds a custom loss from the setup (its model); the default is the loss of the
+    config's objective (`lmx.objectives`). Returns when the run completes or a SIGTERM/SIGINT stopped it (after saving).
     Raises NonFiniteError under ``train.nonfinite=stop`` and ConfigError/DataError/
     CheckpointError for bad input.
     """
@@ -87,13 +86,14 @@ class Trainer:
         self.mesh = self.setup.mesh
         self.batch_sharding = step_batch_sharding(self.mesh)
         eval_batch_size(cfg, self.mesh)  # a bad eval.batch_size fails now, not at the first evaluation
-        # A preference reference model: the init_from parameters, frozen, sharded like the policy.
+        objective = objective_of(cfg)
+        # A reference model (preference): the init_from parameters, frozen, sharded like the policy.
         reference = None
-        if needs_reference_params(cfg):
+        if objective.reference(cfg) != "none":
             reference = self._load_params(self.setup.abstract_state.params, "reference model")
-        self.task = make_task(cfg, self.setup, reference, print)
+        self.task = objective.make_task(cfg, self.mesh, self.setup.model, reference, print)
         # Passed to every step when the reference runs in the step (else freed once precomputed).
-        self.frozen = reference if uses_frozen_reference(cfg.objective) else None
+        self.frozen = reference if objective.reference(cfg) == "in_step" else None
         tokenizer = self.task.tokenizer
         if self.is_lead and tokenizer and tokenizer.path and not (self.run_dir / "tokenizer.model").exists():
             shutil.copyfile(tokenizer.path, self.run_dir / "tokenizer.model")
@@ -130,7 +130,7 @@ class Trainer:
 
     def _load_params(self, target_params: Any, role: str) -> Any:
         """The ``objective.init_from`` run's parameters, in the shardings of `target_params`."""
-        params, source, new = load_init_params(self.cfg.objective.init_from, target_params)
+        params, source, new = load_init_params(self.cfg.objective.init_from_run(), target_params)
         fresh = f"; new, initialised fresh: {', '.join(new)}" if new else ""
         print(f"{role}: parameters of {source.run_dir} at step {source.step}{fresh}")
         return params
@@ -140,7 +140,7 @@ class Trainer:
         restored = self.checkpoints.restore_latest(self.setup.abstract_state, self.data_iterator, self._check_meta)
         if restored is None:
             state = self.setup.init_state()
-            if self.cfg.objective.init_from:  # parameters only: the optimizer starts fresh
+            if self.cfg.objective.init_from_run():  # parameters only: the optimizer starts fresh
                 state = state.replace(params=self._load_params(state.params, "initial parameters"))
             return state, 0.0
         state, meta = restored

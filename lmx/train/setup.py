@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -12,18 +13,20 @@ from jax.sharding import Mesh
 
 from lmx.config import Config
 from lmx.errors import ConfigError
-from lmx.model import Transformer, make_model
+from lmx.objectives.base import LossFn
+from lmx.objectives.registry import objective_of
 from lmx.parallel import make_mesh
+from lmx.parallel.mapping import DATA_AXIS
 from lmx.train.optim import make_optimizer, make_schedule
 from lmx.train.state import TrainState, init_train_state, train_state_shapes
-from lmx.train.steps import DATA_AXIS, LossFn, make_train_step
+from lmx.train.steps import make_train_step
 
 
 @dataclasses.dataclass
 class TrainSetup:
     cfg: Config
     mesh: Mesh
-    model: Transformer  # a RewardModel for objective.kind=reward_model
+    model: nn.Module  # the objective's model (`Objective.make_model`)
     schedule: optax.Schedule
     optimizer: optax.GradientTransformation
     state: TrainState | None  # None until `init_state()` (a run that restores never initialises)
@@ -71,7 +74,7 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
     """Builds the mesh and, with `init`, initialises the sharded train state (no step compiled yet)."""
     mesh = make_mesh(cfg.mesh, devices)
     check_batch_fits_mesh(cfg, mesh)
-    model = make_model(cfg.model, cfg.objective)
+    model = objective_of(cfg).make_model(cfg)
     schedule = make_schedule(cfg.optim, cfg.train.steps)
     optimizer = make_optimizer(cfg.optim, schedule)
     abstract, shardings = train_state_shapes(model, optimizer, mesh, cfg.mesh.rules, cfg.data.seq_len)
@@ -83,9 +86,7 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
 
 def default_loss(setup: TrainSetup) -> LossFn:
     """The loss of the config's objective (next-token cross-entropy for pretraining)."""
-    from lmx.train.objectives import OBJECTIVES
-
-    return OBJECTIVES[setup.cfg.objective.kind](setup.model, setup.cfg)
+    return objective_of(setup.cfg).make_loss(setup.model, setup.cfg)
 
 
 def synthetic_batch(rng: np.random.Generator, batch_size: int, seq_len: int, vocab_size: int) -> dict[str, np.ndarray]:

@@ -22,12 +22,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lmx.data.eval_batches import eval_batches
 from lmx.data.preference import PreferencePair, pair_record
-from lmx.evaluate import eval_batches
+from lmx.objectives.pairs import pair_logps
+from lmx.parallel.mapping import step_batch_sharding
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules
-from lmx.train.objectives import pair_logps
-from lmx.train.steps import step_batch_sharding
 
 
 class PairRecords:

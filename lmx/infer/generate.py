@@ -27,11 +27,11 @@ from lmx.config import ModelConfig
 from lmx.data.chat import jsonl_records, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
+from lmx.infer.sampling import GREEDY, Sampling, sample
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for, shardings_from_boxed
-from lmx.sampling import GREEDY, Sampling, sample
 
 Array = jax.Array
 MIN_PREFILL = 16

@@ -27,9 +27,9 @@ from lmx.data.chat import jsonl_records, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 from lmx.model import Transformer
+from lmx.objectives.losses import target_logits
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for
-from lmx.train.losses import target_logits
 
 Array = jax.Array
 

@@ -1,7 +1,8 @@
 """Reading a finished (or running) run directory back: its config, tokenizer and trained parameters.
 
-Used by everything that starts from a trained model: evaluation, generation, and post-training
-(`objective.init_from`).
+Used by everything that starts from a trained model: evaluation, generation and the post-training
+evaluators. Only the parameters are read (the optimizer state stays on disk), straight into the
+shardings of a mesh built from the run's config.
 """
 
 from __future__ import annotations
@@ -12,27 +13,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
+from jax.sharding import Mesh
 
+from lmx.checkpoint.init_from import restore_params
 from lmx.config import Config
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import CheckpointError, ConfigError, DataError
-from lmx.train.setup import TrainSetup, setup_training
+from lmx.objectives.registry import objective_of  # importing lmx.objectives registers the built-ins
+from lmx.parallel import make_mesh
+from lmx.parallel.rules import abstract_params
 
 
 @dataclasses.dataclass
 class LoadedRun:
     run_dir: Path
     cfg: Config
-    setup: TrainSetup  # mesh, model, shardings (no state initialised)
+    mesh: Mesh
+    model: nn.Module  # the objective's model (a RewardModel for a reward-model run)
     step: int
-    params: Any  # sharded over setup.mesh by the run's rules
+    params: Any  # sharded over `mesh` by the run's rules
     tokenizer: Tokenizer | None  # None when the run directory holds no tokenizer.model
 
     def require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise DataError(f"{self.run_dir}: no tokenizer.model (needed to encode or decode text)")
         return self.tokenizer
+
+    def abstract_params(self) -> Any:
+        """The parameters' shapes and shardings (targets for loading other parameters alike)."""
+        return abstract_params(self.model, self.mesh, self.cfg.mesh.rules, self.cfg.data.seq_len)
 
 
 def read_run_config(run_dir: str | Path) -> Config:
@@ -52,27 +63,30 @@ def devices_for(cfg: Config) -> list[jax.Device]:
     return devices
 
 
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    directory = run_dir / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 def load_run(
     run_dir: str | Path, step: int | None = None, devices: Sequence[jax.Device] | None = None, cfg: Config | None = None
 ) -> LoadedRun:
     """The run's parameters at `step` (the latest checkpoint by default), on a mesh built from its
     config (or `cfg`, e.g. with another mesh) over `devices` (by default `devices_for`). Raises
     CheckpointError when there is no checkpoint."""
-    from lmx.checkpoint import Checkpoints
-
     run_dir = Path(run_dir)
     cfg = cfg or read_run_config(run_dir)
-    checkpoint_dir = run_dir / "checkpoints"
-    if not checkpoint_dir.is_dir() or not any(p.name.isdigit() for p in checkpoint_dir.iterdir()):
+    steps = checkpoint_steps(run_dir)
+    if not steps:
         raise CheckpointError(f"{run_dir}: no checkpoint to load (train it first, or check the path)")
-    if devices is None:
-        devices = devices_for(cfg)
-    setup = setup_training(cfg, devices, init=False)
-    checkpoints = Checkpoints(checkpoint_dir, cfg.checkpoint, log=lambda _: None)
-    try:
-        step, state = checkpoints.restore_state(setup.abstract_state, step)
-    finally:
-        checkpoints.close()
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint for step {step} (have {steps})")
+    mesh = make_mesh(cfg.mesh, devices if devices is not None else devices_for(cfg))
+    model = objective_of(cfg).make_model(cfg)
+    target = abstract_params(model, mesh, cfg.mesh.rules, cfg.data.seq_len)
+    state_dir = run_dir / "checkpoints" / str(step) / "state"
+    params, _ = restore_params(state_dir, target, str(run_dir))
     tokenizer_path = run_dir / "tokenizer.model"
     tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.is_file() else None
-    return LoadedRun(run_dir, cfg, setup, step, state.params, tokenizer)
+    return LoadedRun(run_dir, cfg, mesh, model, step, params, tokenizer)

@@ -1,4 +1,5 @@
-"""Starting a run from another run's parameters (``objective.init_from``): parameters only.
+"""Parameters read from a run's checkpoint: a post-training start (``objective.init_from``), and
+inference on a run (`lmx.infer.runs`). Parameters only.
 
 `init_from` names a run directory (its latest checkpoint) or one checkpoint step directory
 (``RUN/checkpoints/STEP``). Only the ``params`` subtree is read from disk (an Orbax partial restore,
@@ -64,33 +65,46 @@ def load_init_params(spec: str, target_params: Any) -> tuple[Any, InitSource, li
     differs or a parameter other than a new head is missing from the source.
     """
     source = resolve_init_from(spec)
+    params, new = restore_params(source.state_dir, target_params, f"objective.init_from={spec!r}", NEW_HEADS)
+    return params, source, new
+
+
+def restore_params(
+    state_dir: Path, target_params: Any, key: str, new_heads: tuple[str, ...] = ()
+) -> tuple[Any, list[str]]:
+    """``(params, new)``: the ``params`` subtree of the train state saved in `state_dir` (an Orbax
+    partial restore: the optimizer moments are never read), in the shardings of `target_params`.
+
+    Parameters under `new_heads` may be missing from the checkpoint: they are taken from
+    `target_params` and listed in `new`. Errors name `key` (what pointed here) and the parameter.
+    """
     handler = ocp.PyTreeCheckpointHandler()
     try:
-        metadata = handler.metadata(source.state_dir)
+        metadata = handler.metadata(state_dir)
         saved = traverse_util.flatten_dict(dict((metadata.tree if hasattr(metadata, "tree") else metadata)["params"]))
     except Exception as e:  # Orbax raises many types for unreadable checkpoints
-        raise CheckpointError(f"{source.state_dir}: cannot read the checkpoint's parameters ({e})") from e
+        raise CheckpointError(f"{state_dir}: cannot read the checkpoint's parameters ({e})") from e
     target = traverse_util.flatten_dict(target_params)
     wanted, new = {}, []
     for path, array in target.items():
         if path not in saved:
-            if path[0] in NEW_HEADS:
+            if path[0] in new_heads:
                 new.append(_path_name(path))
                 continue
             raise ConfigError(
-                f"objective.init_from={spec!r}: parameter {_path_name(path)!r} is not in {source.state_dir} "
-                "(the source run has another architecture)"
+                f"{key}: parameter {_path_name(path)!r} is not in {state_dir} (the saved model has another "
+                "architecture)"
             )
         if tuple(saved[path].shape) != tuple(array.shape):
             raise ConfigError(
-                f"objective.init_from={spec!r}: parameter {_path_name(path)!r} has shape {tuple(saved[path].shape)} "
-                f"in {source.state_dir} but {tuple(array.shape)} under this config's model section"
+                f"{key}: parameter {_path_name(path)!r} has shape {tuple(saved[path].shape)} "
+                f"in {state_dir} but {tuple(array.shape)} under this config's model section"
             )
         wanted[path] = jax.ShapeDtypeStruct(array.shape, array.dtype, sharding=array.sharding)
     abstract = {"params": traverse_util.unflatten_dict(wanted)}
     try:
         restored = handler.restore(
-            source.state_dir,
+            state_dir,
             args=ocp.args.PyTreeRestore(
                 item=abstract,
                 restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
@@ -98,10 +112,10 @@ def load_init_params(spec: str, target_params: Any) -> tuple[Any, InitSource, li
             ),
         )
     except Exception as e:
-        raise CheckpointError(f"{source.state_dir}: failed to restore parameters ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{state_dir}: failed to restore parameters ({type(e).__name__}: {e})") from e
     loaded = traverse_util.flatten_dict(restored["params"]) if wanted else {}
     merged = {path: loaded.get(path, array) for path, array in target.items()}
     unset = [_path_name(p) for p, v in merged.items() if isinstance(v, jax.ShapeDtypeStruct)]
     if unset:
         raise ValueError(f"new parameters {unset} need initialised values in target_params")
-    return traverse_util.unflatten_dict(merged), source, new
+    return traverse_util.unflatten_dict(merged), new

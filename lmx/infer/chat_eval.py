@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from lmx.checkpoint.init_from import load_init_params
 from lmx.data.chat import ChatTemplate, Message, jsonl_records, parse_messages, response_field
+from lmx.data.preference import read_preference
 from lmx.errors import ConfigError, DataError
+from lmx.infer.generate import Generator
+from lmx.infer.runs import load_run
+from lmx.objectives.pairs import evaluate_pairs, max_sequence_tokens
+from lmx.objectives.registry import objective_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +63,10 @@ def read_answer_items(patterns: str | Sequence[str]) -> list[AnswerItem]:
     return items
 
 
-def exact_match(generator: Any, template: ChatTemplate, items: Sequence[AnswerItem], max_new_tokens: int) -> ExactMatch:
-    """Greedy answers of `generator` (an `lmx.generate.Generator`) compared with the references."""
+def exact_match(
+    generator: Generator, template: ChatTemplate, items: Sequence[AnswerItem], max_new_tokens: int
+) -> ExactMatch:
+    """Greedy answers of `generator` compared with the references."""
     prompts = [template.prompt_ids(item.messages).tolist() for item in items]
     results = generator.generate(prompts, max_new_tokens, names=[item.where for item in items])
     tokenizer = template.tokenizer
@@ -84,22 +92,22 @@ def exact_match_run(
     """`exact_match` of a run's checkpoint on the SFT-format file `path`. `max_new_tokens` 0: the
     longest reference answer plus its EOS (and a little room), within the model's context.
     `devices`: where to load the run (by default every device, which its mesh must fit)."""
-    from lmx.generate import Generator
-    from lmx.runs import load_run
-
     items = read_answer_items(path)
     run = load_run(run_dir, step, devices)
-    if run.cfg.objective.kind == "reward_model":
-        raise ConfigError(f"{run_dir}: a reward model does not generate; evaluate it with --pairs")
+    if not objective_of(run.cfg).generates:
+        raise ConfigError(
+            f"{run_dir}: objective.kind={run.cfg.objective.kind!r} is not a language model; it does not generate "
+            "(a reward model: evaluate it with --pairs)"
+        )
     template = ChatTemplate(run.require_tokenizer())
     if not max_new_tokens:
         longest = max(len(template.response_ids(item.response)) for item in items)
         longest_prompt = max(len(template.prompt_ids(item.messages)) for item in items)
         max_new_tokens = max(1, min(longest + 4, run.cfg.model.max_seq_len - longest_prompt))
     generator = Generator(
-        run.setup.model,
+        run.model,
         run.params,
-        run.setup.mesh,
+        run.mesh,
         run.cfg.mesh.rules,
         min(batch_size, len(items)),
         template.eos_id,
@@ -112,26 +120,18 @@ def evaluate_pairs_run(
     run_dir: str | Path, path: str, step: int | None = None, devices: Sequence[Any] | None = None
 ) -> tuple[int, dict[str, float]]:
     """A reward-model or preference run's own objective metrics on the preference file `path`."""
-    from lmx.data.preference import pair_record, read_preference
-    from lmx.runs import load_run
-    from lmx.train.init_from import load_init_params
-    from lmx.train.objectives import max_sequence_tokens
-    from lmx.train.preference_losses import NEEDS_REFERENCE
-    from lmx.train.tasks import Records, evaluate_objective, objective_eval_step
-
     run = load_run(run_dir, step, devices)
     cfg = run.cfg
-    if cfg.objective.kind not in ("reward_model", "preference"):
+    objective = objective_of(cfg)
+    if not objective.scores_pairs:
         raise ConfigError(
             f"{run_dir}: objective.kind={cfg.objective.kind!r}; --pairs scores reward-model and preference runs"
         )
     template = ChatTemplate(run.require_tokenizer())
-    pairs, _ = read_preference(path, template, cfg.data.seq_len, cfg.objective.truncation, max_sequence_tokens(cfg))
+    max_tokens = max_sequence_tokens(cfg, objective)
+    pairs, _ = read_preference(path, template, cfg.data.seq_len, cfg.objective.truncation, max_tokens)
     frozen = None
-    if cfg.objective.kind == "preference" and NEEDS_REFERENCE[cfg.objective.loss]:
+    if objective.reference(cfg) != "none":
         # Precomputed or not in training, here the reference runs beside the policy.
-        frozen, _, _ = load_init_params(cfg.objective.init_from, run.setup.abstract_state.params)
-    source = Records(len(pairs), lambda i: pair_record(pairs[i], cfg.data.seq_len, template.pad_id))
-    eval_step = objective_eval_step(cfg, run.setup)
-    metrics = evaluate_objective(eval_step, cfg, run.setup.mesh, run.params, source, 0, frozen)
-    return run.step, metrics
+        frozen, _, _ = load_init_params(cfg.objective.init_from, run.abstract_params())
+    return run.step, evaluate_pairs(cfg, objective, run.mesh, run.model, run.params, pairs, template.pad_id, frozen)

@@ -1,4 +1,5 @@
-"""Losses as pure functions of logits and targets, computed in float32.
+"""Token losses as pure functions of logits and targets, computed in float32: the training
+objectives and the evaluators (`lmx.infer`) share them.
 
 They return sums, not means: the step divides by the weight summed over every device and
 micro-batch, which gives the exact global mean however the tokens are spread over shards.
@@ -38,3 +39,11 @@ def cross_entropy_sums(
     z = jnp.sum(jnp.square(log_z_BxL) * weights_BxL)
     loss = ce + z_loss * z if z_loss else ce
     return loss, {"ce": ce, "z_loss": z, "weight": jnp.sum(weights_BxL)}
+
+
+def response_logps(logits_BxLxV: Array, targets_BxL: Array, mask_BxL: Array) -> tuple[Array, Array]:
+    """``(summed log-prob of the masked targets [B], their count [B])``, in float32."""
+    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+    logp_BxL = target_logits(logits_BxLxV, targets_BxL) - jax.nn.logsumexp(logits_BxLxV, axis=-1)
+    mask_BxL = mask_BxL.astype(jnp.float32)
+    return jnp.sum(logp_BxL * mask_BxL, axis=1), jnp.sum(mask_BxL, axis=1)

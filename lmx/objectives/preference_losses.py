@@ -44,8 +44,16 @@ class PreferenceHyper:
     gamma: float = 0.5  # simpo's target margin
 
 
-# (logps, hyper) -> (loss [B], chosen reward [B], rejected reward [B])
-PreferenceLoss = Callable[[SequenceLogps, PreferenceHyper], tuple[Array, Array, Array]]
+@dataclasses.dataclass(frozen=True)
+class PreferenceLoss:
+    """A registered loss: ``(logps, hyper) -> (loss [B], chosen reward [B], rejected reward [B])``,
+    and whether it needs the reference model's log-probs."""
+
+    fn: Callable[[SequenceLogps, PreferenceHyper], tuple[Array, Array, Array]]
+    needs_reference: bool
+
+    def __call__(self, lp: SequenceLogps, hp: PreferenceHyper) -> tuple[Array, Array, Array]:
+        return self.fn(lp, hp)
 
 
 def _log_ratios(lp: SequenceLogps) -> tuple[Array, Array]:
@@ -87,8 +95,13 @@ def orpo(lp: SequenceLogps, hp: PreferenceHyper) -> tuple[Array, Array, Array]:
     return -mean_w + hp.beta * odds_ratio_loss, hp.beta * mean_w, hp.beta * mean_l
 
 
-PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {"dpo": dpo, "ipo": ipo, "simpo": simpo, "orpo": orpo}
-NEEDS_REFERENCE = {"dpo": True, "ipo": True, "simpo": False, "orpo": False}
+# objective.loss -> the loss; the one list of preference losses (config validation reads it too).
+PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
+    "dpo": PreferenceLoss(dpo, needs_reference=True),
+    "ipo": PreferenceLoss(ipo, needs_reference=True),
+    "simpo": PreferenceLoss(simpo, needs_reference=False),
+    "orpo": PreferenceLoss(orpo, needs_reference=False),
+}
 
 
 def bradley_terry(chosen_score: Array, rejected_score: Array) -> Array:

@@ -1,0 +1,6 @@
+"""Checkpoints on disk: a run's Orbax checkpoints (`manager`), and parameters read from another
+run's checkpoint (`init_from`: post-training starts, inference)."""
+
+from lmx.checkpoint.manager import Checkpoints
+
+__all__ = ["Checkpoints"]

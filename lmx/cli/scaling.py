@@ -1,0 +1,159 @@
+"""`lmx flops`, `lmx sweep` and `lmx fit`: scaling studies."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmx.cli.common import config_arguments
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    from lmx.config import load_config
+    from lmx.model.flops import flops_table
+
+    cfg = load_config(args.config, args.set)
+    rows = flops_table(cfg)
+    width = max(len(name) for name, _ in rows)
+    print(f"{cfg.name} ({args.config})")
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmx.scaling import launch
+    from lmx.scaling.plan import finished_flops_per_s, format_plan, measure_flops_per_s, plan, shape_key
+    from lmx.scaling.sweep import load_sweep
+
+    sweep = load_sweep(args.file)
+    runs = sweep.runs()
+    sweep_dir = Path(args.dir or f"runs/sweeps/{sweep.name}")
+    if args.dry_run:
+        if args.flops_per_s:
+            rates: dict[str, float] | float = args.flops_per_s
+            source = "the given rate"
+        else:
+            rates = finished_flops_per_s(sweep_dir, sweep.flops)
+            source = "finished runs" if rates else ""
+            if not args.no_measure:
+                missing = {shape_key(r.config): r.config for r in runs if shape_key(r.config) not in rates}
+                for key, cfg in missing.items():
+                    print(f"measuring {cfg.model.n_layers} layers x d_model {cfg.model.d_model} ...", flush=True)
+                    rates[key] = measure_flops_per_s(cfg, sweep.flops)
+                source = "timed steps of each model shape" + (" and finished runs" if source else "")
+        print(f"sweep {sweep.name}: {len(runs)} runs in {sweep_dir}, FLOPs by {sweep.flops!r}")
+        print(format_plan(sweep, plan(sweep, runs, rates)))
+        if source:
+            print(f"estimated times from the FLOP/s of {source}")
+        return 0
+    if args.launcher == "slurm":
+        path = launch.write_slurm(sweep, runs, sweep_dir, directives=args.sbatch_option, max_parallel=args.max_parallel)
+        print(f"wrote {path} ({len(runs)} array tasks) and {sweep_dir / 'commands.txt'}; submit with: sbatch {path}")
+        return 0
+    report = launch.launch_local(runs, sweep_dir)
+    print(launch.format_report(report))
+    if report.interrupted or report.not_started:
+        return 130
+    return 0 if report.ok else 1
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lmx.scaling.bootstrap import format_fit, run_fit
+    from lmx.scaling.points import load_points
+
+    points = load_points(args.source, args.metric)
+    if points.unfinished:
+        print(f"note: {len(points.unfinished)} runs have no summary.json yet, left out: {', '.join(points.unfinished)}")
+    approaches = list(dict.fromkeys(args.approach))
+    fits = {}
+    for approach in approaches:
+        fits[approach] = run_fit(
+            points,
+            approach,
+            args.bootstrap,
+            args.budget,
+            with_E=not args.no_e,
+            confidence=args.confidence,
+            starts=args.starts,
+        )
+        print(format_fit(fits[approach]))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(fits[approaches[0]] if len(fits) == 1 else fits, indent=2) + "\n")
+        print(f"wrote {out}")
+    plots_dir = args.plots or (str(Path(args.json).parent) if args.json else None)
+    if plots_dir:
+        for path in _fit_plots(points, fits, Path(plots_dir), Path(args.source)):
+            print(f"wrote {path}")
+    return 0
+
+
+def _fit_plots(points, fits, out_dir, source):
+    from lmx.scaling import plot
+
+    written = []
+    if any(len(index) >= 3 for index in points.groups().values()):
+        written.append(plot.plot_isoflop(points, fits, out_dir / "isoflop.png"))
+    if "2" in fits or any("budget" in f for f in fits.values()):
+        written.append(plot.plot_optimal(fits, out_dir / "optimal.png"))
+    if source.is_dir():
+        runs = sorted(p.parent for p in source.glob("*/metrics.jsonl"))
+        written.append(plot.plot_loss_curves(runs, out_dir / "loss_curves.png"))
+    return written
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    flops = sub.add_parser("flops", help="parameter counts and FLOPs per token of a config (three definitions)")
+    config_arguments(flops)
+    flops.set_defaults(func=_cmd_flops)
+
+    sweep = sub.add_parser("sweep", help="plan or launch a sweep file (a Python module defining get_sweep())")
+    sweep.add_argument("file", help="sweep file, e.g. configs/sweeps/isoflop_tiny.py")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan as a table; run nothing")
+    sweep.add_argument("--dir", help="sweep directory (default runs/sweeps/<sweep name>)")
+    sweep.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: run one after another here; slurm: write an sbatch job array",
+    )
+    sweep.add_argument("--flops-per-s", type=float, help="--dry-run: estimate times from this rate")
+    sweep.add_argument(
+        "--no-measure", action="store_true", help="--dry-run: do not time steps of shapes that no finished run measured"
+    )
+    sweep.add_argument(
+        "--sbatch-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="slurm: an extra #SBATCH option, e.g. --gres=gpu:1 (repeatable)",
+    )
+    sweep.add_argument("--max-parallel", type=int, default=0, help="slurm: at most this many tasks at once")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    fit = sub.add_parser("fit", help="fit scaling laws to a sweep directory or a CSV (N,D,loss[,C])")
+    fit.add_argument("source", help="a sweep directory (runs with summary.json) or a CSV file")
+    fit.add_argument(
+        "--approach",
+        nargs="+",
+        choices=["power", "2", "3"],
+        default=["3"],
+        help="power: L(C) = E + a C^-b; 2: IsoFLOP parabolas; 3: L(N,D) = E + A/N^alpha + B/D^beta",
+    )
+    fit.add_argument("--bootstrap", type=int, default=0, metavar="N", help="resamples for confidence intervals")
+    fit.add_argument("--budget", type=float, help="report N_opt and D_opt (with intervals) at this compute")
+    fit.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
+    fit.add_argument("--no-e", action="store_true", help="power: fit L(C) = a C^-b without the constant E")
+    fit.add_argument(
+        "--starts", type=int, default=64, help="approach 3: L-BFGS-B starts from the best grid points (0: all 4,500)"
+    )
+    fit.add_argument("--metric", default="eval/loss", help="sweep directories: the summary's final_eval key")
+    fit.add_argument("--json", help="write the fit here (one approach: its keys; several: keyed by approach)")
+    fit.add_argument("--plots", help="directory for the PNG plots (default: the --json file's directory)")
+    fit.set_defaults(func=_cmd_fit)
