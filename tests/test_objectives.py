@@ -255,20 +255,77 @@ def test_sft_loss_normalisation(cpu_devices, normalize):
 
 
 def test_objective_config_errors():
+    preference = {"objective.kind": "preference", "objective.train_files": "x", "objective.init_from": "run"}
     with pytest.raises(ConfigError, match="objective.init_from"):
         Config().replace(**{"objective.kind": "preference", "objective.train_files": "x.jsonl"})
     with pytest.raises(ConfigError, match="objective.train_files"):
         Config().replace(**{"objective.kind": "sft"})
     with pytest.raises(ConfigError, match="objective.label_smoothing"):
-        Config().replace(**{"objective.label_smoothing": "0.5"})
+        Config().replace(**preference, **{"objective.label_smoothing": "0.5"})
     with pytest.raises(ConfigError, match="objective.loss"):
-        Config().replace(**{"objective.loss": "kto"})
+        Config().replace(**preference, **{"objective.loss": "kto"})
     with pytest.raises(ConfigError, match="objective.lm_loss_weight.*reward_model"):
         Config().replace(**{"objective.kind": "sft", "objective.train_files": "x", "objective.lm_loss_weight": "1"})
     with pytest.raises(ConfigError, match="objective.lm_loss_weight"):
-        Config().replace(**{"objective.lm_loss_weight": "-1"})
+        Config().replace(
+            **{"objective.kind": "reward_model", "objective.train_files": "x", "objective.lm_loss_weight": "-1"}
+        )
     # Reference-free losses need no init_from.
     Config().replace(**{"objective.kind": "preference", "objective.train_files": "x", "objective.loss": "simpo"})
+
+
+def test_each_objective_kind_has_only_its_own_fields():
+    sft = Config().replace(**{"objective.kind": "sft", "objective.train_files": "x", "objective.normalize": "sequence"})
+    assert type(sft.objective).__name__ == "SFTConfig" and sft.objective.normalize == "sequence"
+    message = (
+        r"objective.beta: not a field of objective.kind='sft' \(its fields: init_from, train_files, eval_files, "
+        r"truncation, normalize\); objective kinds with it: preference"
+    )
+    with pytest.raises(ConfigError, match=message):
+        sft.replace(**{"objective.beta": "0.2"})
+    with pytest.raises(ConfigError, match=r"objective.kind='kto': not a registered objective \(registered: "):
+        sft.replace(**{"objective.kind": "kto"})
+    # A change of kind keeps the shared fields; JSON carries the tag and round-trips.
+    dpo = sft.replace(**{"objective.kind": "preference", "objective.init_from": "run"})
+    assert (dpo.objective.kind, dpo.objective.train_files, dpo.objective.beta) == ("preference", "x", 0.1)
+    assert dpo.to_dict()["objective"]["kind"] == "preference"
+    assert Config.from_json(dpo.to_json()) == dpo
+    with pytest.raises(ConfigError, match="objective.gamma: not a field of objective.kind='sft'"):
+        Config.from_dict({"objective": {"kind": "sft", "train_files": "x", "gamma": 1.0}})
+
+
+def test_a_flat_objective_section_of_an_older_run_still_loads():
+    """Before objectives had their own sections (2026-12-02), config.json held every kind's fields."""
+    flat = {
+        "kind": "sft",
+        "init_from": "runs/tiny",
+        "train_files": "a.jsonl",
+        "eval_files": "",
+        "truncation": "drop",
+        "normalize": "sequence",
+        "loss": "dpo",
+        "beta": 0.1,
+        "label_smoothing": 0.0,
+        "gamma": 0.5,
+        "reference": "in_step",
+        "lm_loss_weight": 0.0,
+    }
+    cfg = Config.from_dict({"objective": flat})
+    assert (
+        cfg.objective
+        == Config()
+        .replace(
+            **{
+                "objective.kind": "sft",
+                "objective.init_from": "runs/tiny",
+                "objective.train_files": "a.jsonl",
+                "objective.normalize": "sequence",
+            }
+        )
+        .objective
+    )
+    pretrain = Config.from_dict({"objective": {**flat, "kind": "pretrain", "train_files": ""}})
+    assert pretrain.objective == Config().objective
 
 
 def test_init_from_checks_paths_and_shapes(full_run, tmp_path, cpu_devices):

@@ -51,7 +51,9 @@ def register_objective_config(cls: type[ObjectiveConfig]) -> None:
     if not cls.KIND:
         raise ValueError(f"{cls.__name__}: an objective config needs a KIND")
     known = _CONFIG_CLASSES.get(cls.KIND)
-    if known is not None and known is not cls:
+    # The same class again (its module imported anew, as a config file is on every load) replaces it.
+    same = known is not None and (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
+    if known is not None and not same:
         raise ValueError(f"objective kind {cls.KIND!r} is already registered by {known.__module__}.{known.__name__}")
     _CONFIG_CLASSES[cls.KIND] = cls
 
