@@ -17,6 +17,11 @@ class CheckpointError(LmxError):
     """A checkpoint cannot be saved or restored. The message names the directory and step."""
 
 
+class LossError(LmxError):
+    """A loss function broke lmx's loss contract: ``(params, batch[, frozen]) -> (loss_sum, stats)``
+    with ``stats["weight"]`` the loss's denominator. The message says what was returned."""
+
+
 class NonFiniteError(LmxError):
     """Training met a non-finite loss or gradient under ``train.nonfinite=stop``. Names the step."""
 

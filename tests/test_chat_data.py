@@ -1,11 +1,12 @@
 """SFT and preference data: the chat template, loss masks, shared prompts, truncation, bad input."""
 
+import codecs
 import json
 
 import numpy as np
 import pytest
 
-from lmx.data.chat import ChatTemplate, Message
+from lmx.data.chat import ChatTemplate, Message, jsonl_records
 from lmx.data.preference import preference_batches, read_preference
 from lmx.data.sft import read_sft, sft_batches
 from lmx.errors import DataError
@@ -201,3 +202,18 @@ def test_a_token_limit_of_seq_len_keeps_room_for_a_reward_models_whole_sequence(
     pairs, stats = read_preference(path, template, SEQ, "truncate", max_tokens=SEQ)
     assert (stats.kept, stats.truncated) == (2, 1)
     assert len(pairs[0].prompt) + len(pairs[0].chosen) == SEQ
+
+
+def test_jsonl_in_any_encoding_a_user_hands_over(tmp_path):
+    record = {"prompt": "a\u2028b", "response": "c"}  # U+2028 inside a string is not a line break
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    for name, data in {
+        "utf8.jsonl": line.encode(),
+        "bom.jsonl": codecs.BOM_UTF8 + line.encode(),
+        "utf16.jsonl": line.encode("utf-16"),
+    }.items():
+        (tmp_path / name).write_bytes(data)
+        assert [r for _, r in jsonl_records(str(tmp_path / name))] == [record], name
+    (tmp_path / "binary.jsonl").write_bytes(line.encode() + b"\x80\x81\n")
+    with pytest.raises(DataError, match=r"binary.jsonl:2: not UTF-8/UTF-16 text"):
+        list(jsonl_records(str(tmp_path / "binary.jsonl")))

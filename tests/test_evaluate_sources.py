@@ -1,6 +1,8 @@
 """Evaluation beyond the run's own split: any text or token file, and multiple-choice scoring."""
 
 import json
+import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -124,6 +126,83 @@ def test_eval_on_text_files(full_run, tmp_path, capsys):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     assert main(["eval", str(run_dir), "--tokens", str(tmp_path / "bad.npy")]) == 2
     assert "bad.npy: cannot read a .npy token file" in capsys.readouterr().err
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lmx eval: error: "), err
+    return err.strip()
+
+
+def test_eval_on_a_token_file_beyond_the_vocabulary_is_a_one_line_error(full_run, tmp_path, capsys):
+    cfg, run_dir, _ = full_run
+    vocab = cfg.model.vocab_size
+    for name, ids, found in [("big", [5, vocab, 7, vocab + 88], f"[5, {vocab + 88}]"), ("neg", [4, -1, 9], "[-1, 9]")]:
+        path = tmp_path / f"{name}.npy"
+        np.save(path, np.array(ids * 50, np.int32))
+        assert main(["eval", str(run_dir), "--tokens", str(path)]) == 2
+        assert one_error_line(capsys) == (
+            f"lmx eval: error: {path}: token ids must lie in [0, {vocab}) (model.vocab_size={vocab}), found {found}"
+        )
+    assert not list(run_dir.glob("eval-big_npy-*")) and not list(run_dir.glob("eval-neg_npy-*"))
+
+
+def copy_of_run(run_dir, cfg, tmp_path):
+    """A copy of a run directory and of its prepared data, its config pointing at the copy."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.copytree(cfg.data.dir, tmp_path / "data")  # copy2: mtimes kept, the recorded ranges hold
+    config = json.loads((copy / "config.json").read_text())
+    config["data"]["dir"] = str(tmp_path / "data")
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_eval_of_prepared_ids_beyond_the_vocabulary_is_a_one_line_error(full_run, tmp_path, capsys):
+    """`lmx eval RUN` on a split whose token file holds an id the model cannot embed: once a NaN
+    loss printed with exit 0, now an error naming the file, the id and the vocabulary."""
+    cfg, run_dir, _ = full_run
+    copy = copy_of_run(run_dir, cfg, tmp_path)
+    (tokens,) = (tmp_path / "data").glob("*/tokens-*/validation.tokens")
+    ids = np.fromfile(tokens, np.uint16)
+    ids[3] = cfg.model.vocab_size + 100
+    with open(tokens, "r+b") as f:  # in place, same size
+        f.write(ids.tobytes())
+    stat = tokens.stat()
+    os.utime(tokens, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # past the clock's coarse tick
+    assert main(["eval", str(copy)]) == 2
+    line = one_error_line(capsys)
+    vocab = cfg.model.vocab_size
+    assert line.startswith(f"lmx eval: error: {tokens}: token ids must lie in [0, {vocab}) (model.vocab_size={vocab})")
+    assert f", {vocab + 100}]; its tokenizer has {vocab} ids, so the file changed after `lmx data prepare`" in line
+    assert not list(copy.glob("eval-validation-*"))
+
+
+def test_eval_with_non_finite_parameters_is_a_one_line_error(full_run, tmp_path, capsys, monkeypatch):
+    """A damaged checkpoint (a NaN in the embedding) gives an error, not `loss nan` and exit 0."""
+    from lmx.infer import evaluate as evaluate_module
+
+    cfg, run_dir, _ = full_run
+    real_load_run = evaluate_module.load_run
+
+    def load_damaged(*args, **kwargs):
+        run = real_load_run(*args, **kwargs)
+
+        def damage(path, x):
+            return x.at[0, 0].set(jnp.nan) if jax.tree_util.keystr(path) == "['embed']['embedding']" else x
+
+        run.params = jax.tree_util.tree_map_with_path(damage, run.params)
+        return run
+
+    monkeypatch.setattr(evaluate_module, "load_run", load_damaged)
+    np.save(tmp_path / "ok.npy", np.arange(3 * cfg.data.seq_len + 1, dtype=np.int32) % cfg.model.vocab_size)
+    assert main(["eval", str(run_dir), "--tokens", str(tmp_path / "ok.npy")]) == 2
+    assert one_error_line(capsys) == (
+        f"lmx eval: error: the evaluation of {3 * cfg.data.seq_len} tokens gave a non-finite loss (nan); likely "
+        "causes: token ids outside the model's vocabulary in the evaluated data, or non-finite parameters (a "
+        "diverged or damaged checkpoint)"
+    )
+    assert not list(run_dir.glob("eval-ok_npy-*"))
 
 
 @pytest.mark.slow

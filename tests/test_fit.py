@@ -1,6 +1,7 @@
 """Scaling-law fits recover known truth; bad input gets clear errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -200,3 +201,189 @@ def test_fit_cli_writes_json_and_plots(tmp_path, capsys):
     bad.write_text("N,loss\n1,2\n")
     assert main(["fit", str(bad)]) == 2
     assert "missing column(s) D" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------------
+# Input a user might hand over: every shape is read, or is one line naming the file (and line).
+
+FIT_CSV = "N,D,loss\n1e6,2e7,3.1\n2e6,4e7,2.9\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "N,D,loss,\n1e6,2e7,3.1,\n2e6,4e7,2.9,\n",  # a trailing comma everywhere: an empty unnamed column
+        "N,D,loss\n1e6,2e7,3.1,\n2e6,4e7,2.9,,\n",  # trailing commas on the rows only
+        "N,D,loss,\n1e6,2e7,3.1\n2e6,4e7,2.9\n",  # ... on the header only
+        "N,D,loss\r\n1e6,2e7,3.1\r\n\r\n2e6,4e7,2.9\r\n,,\r\n",  # CRLF, a blank line, a row of commas
+        "N;D;loss\n1e6;2e7;3.1\n2e6;4e7;2.9\n",  # semicolons
+        "N\tD\tloss\n1e6\t2e7\t3.1\n2e6\t4e7\t2.9\n",  # tabs
+    ],
+    ids=["trailing-comma", "trailing-comma-rows", "trailing-comma-header", "crlf-blank", "semicolons", "tabs"],
+)
+def test_csv_with_empty_columns_and_other_separators_is_read(tmp_path, text):
+    path = tmp_path / "runs.csv"
+    path.write_text(text, newline="")
+    points = load_points(path)
+    np.testing.assert_array_equal(points.N, [1e6, 2e6])
+    np.testing.assert_array_equal(points.D, [2e7, 4e7])
+    np.testing.assert_array_equal(points.loss, [3.1, 2.9])
+    assert points.C is None
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+def test_csv_in_utf8_or_utf16_is_read(tmp_path, encoding):
+    text = "N,D,loss,C,name\n1e6,2e7,3.1,1.2e14,café\n2e6,4e7,2.9,4.8e14,naïve\n"
+    if encoding.endswith("-bom"):  # UTF-16 with a byte-order mark in either byte order
+        codec = encoding.removesuffix("-bom")
+        data = "\ufeff".encode(codec) + text.encode(codec)
+    else:
+        data = text.encode(encoding)
+    path = tmp_path / "runs.csv"
+    path.write_bytes(data)
+    points = load_points(path)
+    np.testing.assert_array_equal(points.N, [1e6, 2e6])
+    np.testing.assert_array_equal(points.C, [1.2e14, 4.8e14])
+    assert points.names == ("café", "naïve")
+
+
+MALFORMED = [
+    ("empty.csv", b"", r"empty.csv: empty file; expected a CSV with the header N,D,loss"),
+    ("blank.csv", b"\n  \n", r"blank.csv: empty file"),
+    ("commas.csv", b",,,\n", r"commas.csv: no header and no data"),
+    ("header.csv", b"N,D,loss\n", r"header.csv: no data rows \(only the header, line 1\)"),
+    ("noheader.csv", b"1e6,2e7,3.1\n", r"noheader.csv: missing column\(s\) N, D, loss; .*data, not a header"),
+    ("short.csv", b"N,D,loss\n1e6,2e7,3.1\n1e6,2e7\n", r"short.csv:3: 2 fields, but the header \(line 1\) has 3$"),
+    ("long.csv", b"N,D,loss\n1,000,000,2e7,3.1\n", r"long.csv:2: 5 fields, .* \(extra '2e7', '3.1'; .*"),
+    ("dup.csv", b"N,D,loss,loss\n1,2,3,4\n", r"dup.csv:1: column loss appears 2 times"),
+    ("quote.csv", b'N,D,loss\n"1e6,2e7,3.1\n1,2,3\n', r"quote.csv:2: 1 field, .*never closed"),
+    ("word.csv", b"N,D,loss\n\n1e6,2e7,3.1\n1e6,2e7,low\n", r"word.csv:4: loss='low' is not a number"),
+    ("nan.csv", b"N,D,loss\n1e6,2e7,nan\n", r"nan.csv:2: loss=nan must be a positive finite number"),
+    ("binary.csv", bytes(range(128, 256)) * 4, r"binary.csv:1: not UTF-8/UTF-16 text \(byte 0x80 at offset 0"),
+    ("latin1.csv", "N,D,loss,name\n1,2,3,café\n".encode("latin-1"), r"latin1.csv:2: not UTF-8/UTF-16 text"),
+    ("nul.csv", FIT_CSV.encode() + b"\x00\x00\x01", r"nul.csv:4: not UTF-8/UTF-16 text \(it holds NUL bytes"),
+    ("torn.csv", FIT_CSV.encode() + b"\xc3", r"torn.csv:4: not UTF-8/UTF-16 text \(byte 0xc3"),
+    ("runs.json", b'[{"N": 1e6, "D": 2e7, "loss": 3.1}]\n', r"runs.json: this is JSON, not CSV"),
+    ("summary.csv", b'{"tokens": 1}\n', r"summary.csv: this is JSON, not CSV"),
+    ("sheet.xlsx", b"PK\x03\x04\x14\x00\x06\x00", r"sheet.xlsx: a zip archive \(an .xlsx spreadsheet\?\)"),
+    ("runs.csv.gz", b"\x1f\x8b\x08\x00", r"runs.csv.gz: gzip-compressed"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_malformed_input_is_one_line_naming_file_and_line(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=message) as info:
+        load_points(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("binary.csv", bytes(range(256)) * 8),
+        ("garbage.csv", FIT_CSV.encode() + b"\xff\xfe\x00garbage\x9c"),  # a good CSV, then junk
+        ("utf16-no-bom.csv", FIT_CSV.encode("utf-16-le")),
+    ],
+    ids=["binary", "trailing-garbage", "utf16-without-bom"],
+)
+def test_fit_cli_names_an_unreadable_file_on_one_line(tmp_path, capsys, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert main(["fit", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = captured.err
+    assert line.count("\n") == 1 and line.startswith(f"lmx fit: error: {path}:") and "Traceback" not in line
+    assert "not UTF-8/UTF-16 text" in line
+
+
+def write_run(sweep_dir, name, d_model, tokens, loss):
+    """A finished run directory as `lmx train` leaves it: config.json and summary.json."""
+    from lmx.config import Config, DataConfig, ModelConfig
+
+    model = ModelConfig(vocab_size=512, d_model=d_model, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=4 * d_model)
+    cfg = Config(name=name, model=model, data=DataConfig(seq_len=64))
+    run_dir = sweep_dir / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    summary = {"name": name, "steps": 10, "tokens": tokens, "train_time_s": 5.0, "final_eval": {"eval/loss": loss}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return run_dir
+
+
+def cut(path, fraction=0.5):
+    """`path` as a process killed halfway through writing it leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+@pytest.fixture
+def torn_sweep(tmp_path):
+    """Eight good runs, an unfinished one, and runs whose files a killed process or a user broke."""
+    sweep = tmp_path / "sweep"
+    for i, d_model in enumerate([32, 64, 96, 128, 160, 192, 224, 256]):
+        tokens = 1e6 * 2 ** (i % 4)
+        write_run(sweep, f"good{i}", d_model, tokens, 1.7 + 40 / d_model + 3e3 / tokens**0.5)
+    cut(write_run(sweep, "cut-summary", 64, 1e6, 3.0) / "summary.json")
+    cut(write_run(sweep, "cut-config", 64, 1e6, 3.0) / "config.json", 0.3)
+    (write_run(sweep, "empty-summary", 64, 1e6, 3.0) / "summary.json").write_text("")
+    (write_run(sweep, "edited-summary", 64, 1e6, 3.0) / "summary.json").write_text('{"tokens": 1e6,}\n')
+    (write_run(sweep, "list-summary", 64, 1e6, 3.0) / "summary.json").write_text("[]\n")
+    write_run(sweep, "diverged", 64, 1e6, float("nan"))
+    (write_run(sweep, "no-config", 64, 1e6, 3.0) / "config.json").unlink()
+    (write_run(sweep, "bad-config", 64, 1e6, 3.0) / "config.json").write_text('{"model": {"d_model": "big"}}\n')
+    (write_run(sweep, "running", 64, 1e6, 3.0) / "summary.json").unlink()
+    return sweep
+
+
+def test_runs_with_cut_off_or_broken_files_are_named_and_left_out(torn_sweep):
+    points = load_points(torn_sweep)
+    assert points.names == tuple(f"good{i}" for i in range(8))
+    assert points.unfinished == ("running",)
+    why = dict(points.unusable)
+    assert re.fullmatch(r"config.json: cut off at line \d+ \(killed while writing\?\)", why.pop("cut-config"))
+    assert why == {
+        "bad-config": "config.json: model.d_model='big': expected an integer",
+        "cut-summary": "summary.json: cut off at line 5 (killed while writing?)",
+        "diverged": "summary.json: final_eval['eval/loss']=nan is not a finite number",
+        "edited-summary": "summary.json: not valid JSON at line 1 column 16 (Expecting property name enclosed in "
+        "double quotes)",
+        "empty-summary": "summary.json: empty (killed while writing?)",
+        "list-summary": "summary.json: expected a JSON object, found a JSON list",
+        "no-config": "config.json: missing (a summary.json without it)",
+    }
+    with pytest.raises(DataError, match=r"no final_eval\['eval/ppl'\] \(it has eval/loss\)"):
+        load_points(torn_sweep, metric="eval/ppl")
+
+
+def test_fit_cli_fits_the_readable_runs_and_names_the_others(torn_sweep, capsys):
+    assert main(["fit", str(torn_sweep), "--approach", "3", "--starts", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err == ""
+    notes = [line for line in captured.out.splitlines() if line.startswith("note:")]
+    assert notes[0] == "note: 1 runs have no summary.json yet, left out: running"
+    assert notes[1].startswith("note: 8 runs left out, their files cannot be used: bad-config/config.json: ")
+    assert "cut-summary/summary.json: cut off at line 5 (killed while writing?)" in notes[1]
+    assert "alpha" in captured.out
+
+
+def test_directories_without_usable_runs_are_named(tmp_path, torn_sweep):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty: no runs in it \(no \*/summary.json\)"):
+        load_points(empty)
+    with pytest.raises(DataError, match=r"good0: this is one run's directory; give the sweep directory"):
+        load_points(torn_sweep / "good0")
+    waiting = tmp_path / "waiting"
+    (waiting / "a").mkdir(parents=True)
+    (waiting / "a" / "config.json").write_text("{}\n")
+    with pytest.raises(DataError, match=r"waiting: no finished runs yet \(1 without summary.json: a\)"):
+        load_points(waiting)
+    broken = tmp_path / "broken"
+    cut(write_run(broken, "a", 32, 1e6, 3.0) / "summary.json")
+    write_run(broken, "b", 32, 1e6, float("inf"))
+    with pytest.raises(DataError, match=r"broken: no usable finished runs: a/summary.json: cut off .* \(and 1 more\)"):
+        load_points(broken)
+    assert main(["fit", str(broken)]) == 2

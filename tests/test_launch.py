@@ -2,13 +2,14 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import CORPUS
+from conftest import CORPUS, tiny_config
 
 SWEEP = """
 from lmx.config import (CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, ModelConfig,
@@ -92,3 +93,45 @@ def test_interrupted_sweep_resumes_only_unfinished_runs_and_reports_failures(tmp
 
     png = plot_loss_curves([out / "a", out / "long"], tmp_path / "curves.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000
+
+
+# Stands in for `python -m lmx.cli train CONFIG --run-dir DIR`: writes DIR/summary.json at once.
+FAKE_TRAIN = """#!/bin/bash
+run_dir="${@: -1}"
+mkdir -p "$run_dir"
+echo "training $run_dir"
+printf '{"tokens": 1024, "final_eval": {}}\\n' > "$run_dir/summary.json"
+"""
+
+
+def test_a_cut_off_summary_is_set_aside_and_the_run_goes_again(tmp_path):
+    from lmx.scaling.launch import launch_local
+    from lmx.scaling.sweep import Point, Sweep
+
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_TRAIN)
+    fake.chmod(0o755)
+    runs = Sweep("torn", tiny_config(), [Point("done"), Point("torn"), Point("fresh")]).runs()
+    out = tmp_path / "sweep"
+    for run in runs[:2]:
+        (out / run.name).mkdir(parents=True)
+        (out / run.name / "config.json").write_text(run.config.to_json() + "\n")
+        (out / run.name / "summary.json").write_text(json.dumps({"tokens": 1024, "final_eval": {}}, indent=2) + "\n")
+    # A finished run whose config.json a killed process cut off, and a run killed writing its summary.
+    config = (out / "done" / "config.json").read_text()
+    (out / "done" / "config.json").write_text(config[: len(config) // 2])
+    summary = (out / "torn" / "summary.json").read_text()
+    (out / "torn" / "summary.json").write_text(summary[:12])
+
+    lines = []
+    report = launch_local(runs, out, python=str(fake), log=lines.append)
+    assert report.skipped == ["done"] and report.finished == ["torn", "fresh"] and report.ok, lines
+    warning = f"[1/3] done: finished before, skipped (WARNING: cannot compare its config: {out}/done/config.json: "
+    assert re.fullmatch(re.escape(warning) + r"cut off at line \d+ \(killed while writing\?\)\)", lines[0])
+    assert lines[1] == (
+        f"[2/3] torn: {out}/torn/summary.json: cut off at line 2 (killed while writing?); "
+        "moved it to summary.json.unreadable, running the run again"
+    )
+    assert lines[2].startswith("[2/3] torn: starting") and lines[3].startswith("[2/3] torn: finished in")
+    assert (out / "torn" / "summary.json.unreadable").read_text() == summary[:12]
+    assert json.loads((out / "torn" / "summary.json").read_text())["tokens"] == 1024

@@ -81,7 +81,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous(full_run, loop_c
     for path in data_files:  # cut every array file in half, as a full disk or a torn copy would
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     capsys.readouterr()
-    result = train(cfg, run_dir)
+    result = train(cfg, run_dir, extend=True)  # a finished 20-step run, continued to 30 on purpose
     out = capsys.readouterr().out
     assert "checkpoints/20 failed to restore" in out and "resumed from" in out and "(step 10)" in out
     assert list((run_dir / "corrupt_checkpoints").iterdir())  # moved aside, not deleted
@@ -94,7 +94,7 @@ def test_resume_on_another_mesh_continues_with_the_same_losses(full_run, tmp_pat
     cfg, full_dir, _ = full_run
     run_dir = tmp_path / "run"
     train(cfg.replace(**{"train.steps": 10, "mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1}), run_dir)
-    train(cfg.replace(**{"train.steps": 20}), run_dir)  # saved on (8,1,1), resumed on (2,2,2)
+    train(cfg.replace(**{"train.steps": 20}), run_dir, extend=True)  # saved on (8,1,1), resumed on (2,2,2)
     resumed, reference = losses(run_dir), losses(full_dir)
     for step in range(11, 21):
         assert resumed[step] == pytest.approx(reference[step], rel=1e-5), step
@@ -109,7 +109,7 @@ def test_nonfinite_stop_keeps_the_last_good_checkpoint(full_run, tmp_path):
     # A learning rate this large blows the parameters up within a step or two: a real divergence.
     diverging = cfg.replace(**{"optim.learning_rate": 1e30, "checkpoint.every_steps": 5, "log.every_steps": 5})
     with pytest.raises(NonFiniteError, match=r"step 1[1-5]: .* not finite .* Last good checkpoint: step 10"):
-        train(diverging, run_dir)
+        train(diverging, run_dir, extend=True)
     assert Checkpoints(run_dir / "checkpoints", cfg.checkpoint).steps() == [10]
     assert_trees_equal(final_params(run_dir, cfg)[1], good)
 
@@ -119,7 +119,7 @@ def test_nonfinite_skip_drops_the_updates_and_counts_them(full_run, tmp_path):
     run_dir = tmp_path / "run"
     train(cfg.replace(**{"train.steps": 10}), run_dir)
     diverging = cfg.replace(**{"optim.learning_rate": 1e30, "train.nonfinite": "skip", "train.steps": 20})
-    result = train(diverging, run_dir)
+    result = train(diverging, run_dir, extend=True)
     assert result.status == "completed"
     skipped = result.summary["skipped_steps"]
     assert 1 <= skipped <= 10
@@ -151,7 +151,7 @@ def test_wandb_offline_writes_a_run_and_resumes_it(full_run, tmp_path):
         b"L2-d64",
     ):
         assert key in record
-    train(cfg.replace(**{**offline, "train.steps": 20}), run_dir)
+    train(cfg.replace(**{**offline, "train.steps": 20}), run_dir, extend=True)
     assert (run_dir / "wandb_run_id").read_text().strip() == run_id
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # one folder per launch, one id
 
@@ -192,6 +192,6 @@ def test_resuming_with_another_model_fails_clearly_and_moves_nothing(full_run, t
     with pytest.raises(
         CheckpointError, match=r"checkpoints/30 was saved by a different model \(model.d_ff: 128 -> 256"
     ):
-        train(cfg.replace(**{"model.d_ff": 256}), run_dir)
+        train(cfg.replace(**{"model.d_ff": 256}), run_dir, extend=True)  # without: refused before restoring
     assert Checkpoints(run_dir / "checkpoints", cfg.checkpoint).steps() == [10, 20, 30]
     assert not (run_dir / "corrupt_checkpoints").exists()

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 SLOWER = ["--set", "train.batch_size=64"]
 
 
-def lmx_train(config: Path, run_dir: Path) -> subprocess.Popen:
+def lmx_train(config: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "lmx.cli", "train", str(config), "--run-dir", str(run_dir), *SLOWER],
+        [sys.executable, "-m", "lmx.cli", "train", str(config), "--run-dir", str(run_dir), *SLOWER, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -125,3 +125,67 @@ def test_sigint_behaves_like_sigterm(loop_config_file, tmp_path):
     os.kill(proc.pid, signal.SIGINT)
     out = finish(proc)
     assert "received SIGINT" in out
+
+
+# The chaos runs: frequent asynchronous saves and evaluations, so random kills land inside them.
+CHAOS = ["--set", "checkpoint.every_steps=3", "--set", "eval.every_steps=5", "--set", "eval.batches=2"]
+CHAOS_KEYS = {"checkpoint.every_steps": 3, "eval.every_steps": 5, "eval.batches": 2}
+
+
+@pytest.fixture(scope="module")
+def chaos_reference(loop_config_file, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("chaos_reference")
+    finish(lmx_train(loop_config_file, run_dir, *CHAOS))
+    return run_dir
+
+
+def saving(run_dir: Path) -> bool:
+    directory = run_dir / "checkpoints"
+    return directory.is_dir() and any("tmp" in p.name for p in directory.iterdir())
+
+
+def evaluating(run_dir: Path, after: int) -> bool:
+    """A train row of an evaluation step past `after` is written: its evaluation runs right after."""
+    step = last_logged_step(run_dir)
+    return step > after and step % 5 == 0
+
+
+def interrupt_ten_times(config: Path, run_dir: Path, sig: signal.Signals, seed: int) -> list[str]:
+    """Ten launches stopped by `sig`: during an asynchronous save, right after an evaluation step,
+    or after a random step plus a random delay, in turn. Returns where each one landed."""
+    rng, landed = random.Random(seed), []
+    for i in range(10):
+        proc = lmx_train(config, run_dir, *CHAOS)
+        start = last_logged_step(run_dir)
+        when = ("save", "eval", "random")[i % 3]
+        if when == "save":
+            ready = wait_for(lambda start=start: last_logged_step(run_dir) > start and saving(run_dir), proc)
+        elif when == "eval":
+            ready = wait_for(lambda start=start: evaluating(run_dir, start), proc)
+        else:
+            target = start + rng.randint(1, 4)
+            ready = wait_for(lambda target=target: last_logged_step(run_dir) >= target, proc)
+            time.sleep(rng.uniform(0, 0.2))
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=300)
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 0, out  # a SIGTERM always saves and exits 0
+        stopped = ready and (proc.returncode == -sig or "received SIGTERM" in out)
+        landed.append(f"{when}@{last_logged_step(run_dir)}" if stopped else "done")
+        if (run_dir / "summary.json").exists():
+            break
+    return landed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_ten_interruptions_at_random_moments_end_bit_identical(loop_config_file, chaos_reference, tmp_path, sig):
+    run_dir = tmp_path / "run"
+    landed = interrupt_ten_times(loop_config_file, run_dir, sig, seed=int(sig))
+    assert sum(x != "done" for x in landed) >= 5, landed  # most interruptions hit a running launch
+    if not (run_dir / "summary.json").exists():
+        finish(lmx_train(loop_config_file, run_dir, *CHAOS))
+    cfg = loop_config(loop_config_file, **{"train.batch_size": 64, **CHAOS_KEYS})
+    step, params = final_params(run_dir, cfg)
+    assert step == 30
+    assert_trees_equal(params, final_params(chaos_reference, cfg)[1])
+    assert losses(run_dir) == losses(chaos_reference)

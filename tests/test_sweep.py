@@ -3,6 +3,7 @@
 import json
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from lmx.config import Config, DataConfig, ModelConfig, TrainConfig, load_config
 from lmx.errors import ConfigError
 from lmx.model.flops import training_flops
 from lmx.scaling.launch import write_plan, write_slurm
+from lmx.scaling.plan import shape_key
 from lmx.scaling.sweep import LadderRule, Point, Sweep, cross, format_value, grid, isoflop, load_sweep
 
 BASE = Config(
@@ -199,3 +201,73 @@ def test_a_finished_run_whose_config_changed_is_named(tmp_path):
     edited = run.config.replace(**{"optim.learning_rate": 1e-2})
     assert changed_keys(tmp_path, edited) == ["optim.learning_rate"]
     assert changed_keys(tmp_path / "missing", edited) == []
+
+
+def test_slurm_task_reruns_a_run_whose_summary_was_cut_off(tmp_path):
+    import sys
+
+    # Python for the script's summary check (`-c`); a harmless echo for the training command.
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/bash\nif [[ $1 == -c ]]; then exec {sys.executable} "$@"; fi\necho "$@"\n')
+    fake.chmod(0o755)
+    sweep = Sweep("slurm-torn", BASE, [Point("a"), Point("b")])
+    runs = sweep.runs()
+    out = tmp_path / "sweep"
+    script = write_slurm(sweep, runs, out, python=str(fake))
+    for run in runs:
+        (out / run.name).mkdir()
+        (out / run.name / "summary.json").write_text(json.dumps({"tokens": 1, "final_eval": {}}, indent=2) + "\n")
+    assert "a: finished before, skipped" in run_array_task(script, 0)
+    (out / "b" / "summary.json").write_text('{\n  "tokens": 1,\n  "final_e')  # killed mid-write
+    printed = run_array_task(script, 1)
+    assert f"b: {out}/b/summary.json cannot be read (cut off?); moved it to {out}/b/summary.json.unreadable" in printed
+    assert f"-m lmx.cli train {out}/configs/b.json --run-dir {out}/b" in printed  # the run goes again
+    assert not (out / "b" / "summary.json").exists()
+    assert (out / "b" / "summary.json.unreadable").read_text().endswith('"final_e')
+
+
+def test_sweep_files_are_written_whole(tmp_path, monkeypatch):
+    import lmx.atomic
+
+    written = []
+    write_bytes = lmx.atomic.write_bytes
+
+    def recording(path, data):
+        written.append(Path(path).relative_to(tmp_path).as_posix())
+        write_bytes(path, data)
+
+    monkeypatch.setattr(lmx.atomic, "write_bytes", recording)
+    sweep = Sweep("whole", BASE, [Point("a"), Point("b")])
+    write_slurm(sweep, sweep.runs(), tmp_path)
+    assert sorted(written) == ["commands.txt", "configs/a.json", "configs/b.json", "sweep.sbatch"]
+    assert (tmp_path / "sweep.sbatch").stat().st_mode & 0o777 == 0o755
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_dry_run_estimates_pass_over_runs_with_cut_off_files(tmp_path, capsys):
+    from lmx.scaling.plan import finished_flops_per_s
+
+    path = tmp_path / "sweep.py"
+    path.write_text(SWEEP_FILE)
+    sweep = load_sweep(path)
+    runs = sweep.runs()
+    out = tmp_path / "out"
+    for i, run in enumerate(runs[:3]):
+        (out / run.name).mkdir(parents=True)
+        (out / run.name / "config.json").write_text(run.config.to_json() + "\n")
+        summary = {"tokens": 2**20 * (i + 1), "train_time_s": 10.0, "final_eval": {}}
+        (out / run.name / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / runs[1].name / "summary.json").write_text('{"tokens": 10')
+    (out / runs[2].name / "config.json").write_text("{")
+    assert main(["sweep", str(path), "--dry-run", "--no-measure", "--dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: {out / runs[1].name}/summary.json: cut off" in printed and runs[3].name in printed
+    notes = []
+    rates = finished_flops_per_s(out, sweep.flops, log=notes.append)
+    assert list(rates) == [shape_key(runs[0].config)]
+    assert notes == [
+        f"note: {out / runs[1].name}/summary.json: cut off at line 1 (killed while writing?); "
+        "its run's FLOP/s is not used for the estimates",
+        f"note: {out / runs[2].name}/config.json: cut off at line 1 (killed while writing?); "
+        "its run's FLOP/s is not used for the estimates",
+    ]

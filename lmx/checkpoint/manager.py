@@ -14,14 +14,17 @@ moved aside to ``<run>/corrupt_checkpoints/`` (never deleted), and the previous 
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from lmx.config import CheckpointConfig
 from lmx.errors import CheckpointError
@@ -30,13 +33,27 @@ from lmx.errors import CheckpointError
 class Checkpoints:
     """The checkpoints of one run directory (``<run>/checkpoints``)."""
 
-    def __init__(self, directory: str | Path, cfg: CheckpointConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        cfg: CheckpointConfig,
+        log: Callable[[str], None] = print,
+        keep: Sequence[int] = (),
+    ) -> None:
+        """`keep`: steps never deleted, beside the newest ``cfg.max_to_keep``."""
         self.directory = Path(directory).absolute()
         self.log = log
+        self._saving: int | None = None  # the step of the newest save started
+        preserve = None
+        if keep:
+            preserve = preservation.AnyPreservationPolicy(
+                [preservation.LatestN(n=cfg.max_to_keep), preservation.CustomSteps(steps=list(keep))]
+            )
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=cfg.max_to_keep,
+                max_to_keep=None if keep else cfg.max_to_keep,
+                preservation_policy=preserve,
                 enable_async_checkpointing=cfg.async_save,
                 create=True,
                 cleanup_tmp_directories=True,  # leftovers of saves cut short by a kill
@@ -47,16 +64,36 @@ class Checkpoints:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]) -> None:
-        """Starts saving (returns before the files are written when saves are asynchronous)."""
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iterator),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
+        """Starts saving (returns before the files are written when saves are asynchronous).
+
+        A save that fails (a full disk, a lost permission), now or in the background (then it is
+        reported by the next `save` or `wait`), raises CheckpointError naming the cause. Orbax writes
+        each step into a temporary directory renamed when complete, so the earlier checkpoints stay
+        intact and the failed step leaves nothing a resume would read.
+        """
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=grain.checkpoint.CheckpointSave(data_iterator),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                force=True,
+            )
+        except Exception as e:
+            raise self._save_failed(step, e) from e
+        self._saving = step
+
+    def _save_failed(self, step: int | None, error: BaseException) -> CheckpointError:
+        what = f"saving checkpoint {step}" if step is not None else "a checkpoint save"
+        return CheckpointError(
+            f"{what} in {self.directory} failed: {_cause(error)}; the complete checkpoints "
+            f"(steps {self._complete_steps()}) are intact"
         )
+
+    def _complete_steps(self) -> list[int]:
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
 
     def restore_latest(
         self,
@@ -137,9 +174,29 @@ class Checkpoints:
         self._manager.reload()
 
     def wait(self) -> None:
-        """Blocks until every started save is on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until every started save is on disk; CheckpointError if one failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_failed(self._saving, e) from e
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+
+def _cause(error: BaseException) -> str:
+    """The operating system's reason behind `error`, short: the innermost OSError, or the errno that
+    TensorStore puts in its messages (``os_error_code='28'``); else the error's first line."""
+    seen, current = set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno:
+            return f"[Errno {current.errno}] {os.strerror(current.errno)}"
+        code = re.search(r"os_error_code='?(\d+)", str(current))
+        if code:
+            return f"[Errno {code.group(1)}] {os.strerror(int(code.group(1)))}"
+        current = current.__cause__ or current.__context__
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lmx import atomic
 from lmx.cli.common import slug
 
 
@@ -33,7 +34,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out = Path(args.run_dir) / f"eval-{slug(str(source))}-step{step}.json"
     else:
         out = Path(args.run_dir) / f"eval-{args.split}-step{step}.json"
-    out.write_text(json.dumps({"step": step, "source": str(source), **result.to_dict()}, indent=2) + "\n")
+    atomic.write_text(out, json.dumps({"step": step, "source": str(source), **result.to_dict()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
@@ -59,7 +60,7 @@ def _eval_task(args: argparse.Namespace) -> int:
         )
         rows.append({"step": run.step, "task": str(args.task), **result.to_dict()})
     out = Path(args.run_dir) / f"eval-task-{slug(str(args.task))}-step{run.step}.json"
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    atomic.write_text(out, json.dumps(rows, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
@@ -77,7 +78,7 @@ def _eval_responses(args: argparse.Namespace) -> int:
         + (f" ({tasks})" if tasks else "")
     )
     out = Path(args.run_dir) / f"eval-responses-{slug(args.responses)}-step{step}.json"
-    out.write_text(json.dumps({"step": step, "file": args.responses, **result.to_dict()}, indent=2) + "\n")
+    atomic.write_text(out, json.dumps({"step": step, "file": args.responses, **result.to_dict()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
@@ -93,7 +94,7 @@ def _eval_pairs(args: argparse.Namespace) -> int:
     step, metrics = evaluate_pairs_run(args.run_dir, args.pairs, args.step)
     print(f"{args.pairs}: {objective_of(read_run_config(args.run_dir)).describe(metrics)}")
     out = Path(args.run_dir) / f"eval-pairs-{slug(args.pairs)}-step{step}.json"
-    out.write_text(json.dumps({"step": step, "file": args.pairs, **metrics}, indent=2) + "\n")
+    atomic.write_text(out, json.dumps({"step": step, "file": args.pairs, **metrics}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lmx import atomic
 from lmx.cli.common import config_arguments
 
 
@@ -60,7 +61,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from lmx.scaling.bootstrap import format_fit, run_fit
@@ -69,6 +69,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     points = load_points(args.source, args.metric)
     if points.unfinished:
         print(f"note: {len(points.unfinished)} runs have no summary.json yet, left out: {', '.join(points.unfinished)}")
+    if points.unusable:
+        count = f"{len(points.unusable)} run" + ("s" if len(points.unusable) > 1 else "")
+        why = "; ".join(f"{name}/{reason}" for name, reason in points.unusable)
+        print(f"note: {count} left out, their files cannot be used: {why}")
     approaches = list(dict.fromkeys(args.approach))
     fits = {}
     for approach in approaches:
@@ -85,7 +89,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(fits[approaches[0]] if len(fits) == 1 else fits, indent=2) + "\n")
+        atomic.write_json(out, fits[approaches[0]] if len(fits) == 1 else fits)
         print(f"wrote {out}")
     plots_dir = args.plots or (str(Path(args.json).parent) if args.json else None)
     if plots_dir:
@@ -103,7 +107,8 @@ def _fit_plots(points, fits, out_dir, source):
     if "2" in fits or any("budget" in f for f in fits.values()):
         written.append(plot.plot_optimal(fits, out_dir / "optimal.png"))
     if source.is_dir():
-        runs = sorted(p.parent for p in source.glob("*/metrics.jsonl"))
+        # The runs the fit used: unfinished and unusable ones (named above) are left out.
+        runs = sorted(source / name for name in points.names if (source / name / "metrics.jsonl").is_file())
         written.append(plot.plot_loss_curves(runs, out_dir / "loss_curves.png"))
     return written
 

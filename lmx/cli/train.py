@@ -42,7 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     run_dir = args.run_dir or f"runs/{cfg.name}"
-    result = train(cfg, run_dir)
+    result = train(cfg, run_dir, extend=args.extend)
     if result.status == "preempted":
         print(f"stopped at step {result.step}; resume with the same command")
     return 0
@@ -57,4 +57,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model (resumes from the run directory's latest checkpoint)")
     config_arguments(train)
     train.add_argument("--run-dir", help="where checkpoints, metrics and the summary go (default runs/<name>)")
+    train.add_argument(
+        "--extend",
+        action="store_true",
+        help="continue a finished (or interrupted) run with a changed config on purpose; keeps its old summary "
+        "and final checkpoint",
+    )
     train.set_defaults(func=_cmd_train)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import traceback
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | Iterable[str] =
         raise ConfigError(f"config file {str(path)!r} does not exist")
     if path.suffix == ".json":
         try:
-            return apply_overrides(Config.from_json(path.read_text()), overrides)
+            return apply_overrides(Config.from_json(path.read_text(encoding="utf-8")), overrides)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+        except (UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"{path}: cannot read it as UTF-8 JSON ({e})") from None
     cfg = call_python_file(path, "get_config", "config file")
     if not isinstance(cfg, Config):
         raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}, expected lmx.config.Config")
@@ -49,7 +52,7 @@ def call_python_file(path: str | Path, function: str, what: str) -> Any:
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         except Exception as e:
-            raise ConfigError(f"{what} {str(path)!r} failed to import: {type(e).__name__}: {e}") from e
+            raise ConfigError(f"{_where(path, e)}: {what} failed to import: {type(e).__name__}: {e}") from e
         fn = getattr(module, function, None)
         if not callable(fn):
             raise ConfigError(f"{what} {str(path)!r} defines no {function}() function")
@@ -57,8 +60,20 @@ def call_python_file(path: str | Path, function: str, what: str) -> Any:
             return fn()
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+        except Exception as e:  # the user's code: one line naming where it failed, no traceback
+            raise ConfigError(f"{_where(path, e)}: {function}() raised {type(e).__name__}: {e}") from e
     finally:
         sys.modules.pop(module_name, None)
+
+
+def _where(path: Path, error: BaseException) -> str:
+    """``path:line`` of the innermost frame of `error`'s traceback in the file `path`, else the path
+    (a SyntaxError carries its own line)."""
+    line = getattr(error, "lineno", None) if isinstance(error, SyntaxError) else None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    return f"{path}:{line}" if line else str(path)
 
 
 def flatten_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -25,11 +25,11 @@ import glob
 import json
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from lmx.data.text_files import read_text
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 
@@ -109,18 +109,18 @@ def jsonl_records(patterns: str | Sequence[str]) -> Iterator[tuple[str, dict[str
         if not files:
             raise DataError(f"JSONL pattern {pattern!r} matches no files")
         for path in files:
-            with Path(path).open(encoding="utf-8", errors="replace") as f:
-                for number, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    where = f"{path}:{number}"
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-                    if not isinstance(record, dict):
-                        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                    yield where, record
+            # split("\n"), not splitlines(): a JSON string may hold U+2028 and other line breaks.
+            for number, line in enumerate(read_text(path, "JSONL").split("\n"), 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                yield where, record
 
 
 def text_field(record: dict[str, Any], field: str, where: str) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmx import atomic
+
 LETTERS = string.ascii_lowercase
 
 
@@ -87,7 +89,7 @@ def write_recall_task(out_dir: str | Path, documents: int = 4000, seed: int = 0)
         n = min(per_file, documents - f * per_file)
         # A blank line ends an episode inside a file; files are the corpus's documents.
         text = "\n".join(recall_episode(rng) for _ in range(n))
-        (corpus / f"episode-{f:04d}.txt").write_text(text)
+        atomic.write_text(corpus / f"episode-{f:04d}.txt", text)
     task = out / "task.jsonl"
-    task.write_text("".join(json.dumps(item) + "\n" for item in recall_items(rng)))
+    atomic.write_text(task, "".join(json.dumps(item) + "\n" for item in recall_items(rng)))
     return {"corpus": corpus, "task": task}

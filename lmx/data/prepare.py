@@ -4,7 +4,8 @@ Layout of a prepared directory:
     {split}.tokens   the documents' tokens, each followed by EOS, concatenated (uint16 or uint32)
     {split}.index    int64 offsets: document i is tokens[index[i]:index[i + 1]]
     meta.json        written last: format, input fingerprint, dtype, and per split the documents,
-                     tokens and raw UTF-8 bytes (the denominator of bits per byte)
+                     tokens, raw UTF-8 bytes (the denominator of bits per byte) and the smallest
+                     and largest token id (checked against the model's vocabulary on load)
 
 Documents stream through in chunks, so memory stays bounded for corpora larger than RAM, and
 SentencePiece encodes each chunk on all cores. Token and index files are written under temporary
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from lmx import atomic
 from lmx.config import DataConfig
 from lmx.data.corpus import SPLITS, Corpus, CorpusStats, Split
 from lmx.data.tokenizer import Tokenizer, train_tokenizer
@@ -92,6 +94,7 @@ def _write_split(
     stats = CorpusStats()
     tokens_tmp, index_tmp = out_dir / f"{split}.tokens.partial", out_dir / f"{split}.index.partial"
     n_tokens = 0
+    lo, hi = None, None
     with open(tokens_tmp, "wb") as tokens_file, open(index_tmp, "wb") as index_file:
         index_file.write(np.zeros(1, np.int64).tobytes())
         for chunk in _chunks(corpus.documents(split, stats), chunk_docs):
@@ -99,6 +102,9 @@ def _write_split(
             tokens_file.write(flat.tobytes())
             index_file.write((n_tokens + np.cumsum(lengths)).tobytes())
             n_tokens += int(lengths.sum())
+            if len(flat):
+                lo = int(flat.min()) if lo is None else min(lo, int(flat.min()))
+                hi = int(flat.max()) if hi is None else max(hi, int(flat.max()))
     os.replace(tokens_tmp, out_dir / f"{split}.tokens")
     os.replace(index_tmp, out_dir / f"{split}.index")
     return {
@@ -107,6 +113,11 @@ def _write_split(
         "utf8_bytes": stats.utf8_bytes,
         "invalid_utf8_documents": stats.invalid_utf8_documents,
         "empty_documents": stats.empty_documents,
+        "min_id": lo,
+        "max_id": hi,
+        # The recorded ids describe the file as written: a file modified since (same size, which
+        # read_meta checks, but another mtime) is scanned again instead (`token_id_range`).
+        "tokens_mtime_ns": (out_dir / f"{split}.tokens").stat().st_mtime_ns,
     }
 
 
@@ -136,14 +147,15 @@ def prepare(corpus: Corpus, tokenizer: Tokenizer, out_dir: str | Path, chunk_doc
         "dtype": dtype.name,
         "splits": splits,
     }
-    tmp = out_dir / "meta.json.partial"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out_dir / "meta.json")
+    atomic.write_json(out_dir / "meta.json", meta)
     return meta
 
 
-def load_split(out_dir: str | Path, split: Split) -> tuple[np.memmap, np.ndarray, dict[str, Any]]:
-    """(tokens memmap, document offsets, metadata) of a prepared split."""
+def load_split(
+    out_dir: str | Path, split: Split, vocab_size: int | None = None
+) -> tuple[np.memmap, np.ndarray, dict[str, Any]]:
+    """(tokens memmap, document offsets, metadata) of a prepared split. With `vocab_size`, raises
+    DataError unless every token id lies in ``[0, vocab_size)`` (`check_token_ids`)."""
     out_dir = Path(out_dir)
     meta = read_meta(out_dir)
     if meta is None:
@@ -154,7 +166,63 @@ def load_split(out_dir: str | Path, split: Split) -> tuple[np.memmap, np.ndarray
         raise DataError(f"{out_dir}: no split {split!r}")
     tokens = np.memmap(out_dir / f"{split}.tokens", dtype=meta["dtype"], mode="r")
     offsets = np.fromfile(out_dir / f"{split}.index", dtype=np.int64)
+    if vocab_size is not None:
+        check_token_ids(out_dir, split, meta, vocab_size, tokens)
     return tokens, offsets, meta
+
+
+# (path, size, mtime_ns) -> (min id, max id) of token files scanned by this process.
+_scanned_ranges: dict[tuple[str, int, int], tuple[int, int] | None] = {}
+
+
+def token_id_range(
+    out_dir: str | Path, split: Split, meta: dict[str, Any], tokens: np.ndarray | None = None
+) -> tuple[int, int] | None:
+    """``(smallest, largest)`` token id of a prepared split (None when it has no tokens).
+
+    The cheap path: the ids recorded by `prepare`, trusted while the token file has the size
+    (checked by `read_meta`) and the mtime it had then. Otherwise (a meta.json written before the
+    ids were recorded, or a file modified or copied since) the file is scanned: one pass over the
+    memmap, done once per process and file version (the result is cached by path, size and mtime;
+    meta.json is never rewritten by a reader).
+    """
+    path = Path(out_dir) / f"{split}.tokens"
+    info = meta["splits"][split]
+    stat = path.stat()
+    if info.get("max_id") is not None and info.get("tokens_mtime_ns") == stat.st_mtime_ns:
+        return int(info["min_id"]), int(info["max_id"])
+    if info.get("tokens", 0) == 0:
+        return None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _scanned_ranges:
+        if tokens is None:
+            tokens = np.memmap(path, dtype=meta["dtype"], mode="r")
+        _scanned_ranges[key] = (int(tokens.min()), int(tokens.max())) if len(tokens) else None
+    return _scanned_ranges[key]
+
+
+def check_token_ids(
+    out_dir: str | Path, split: Split, meta: dict[str, Any], vocab_size: int, tokens: np.ndarray | None = None
+) -> None:
+    """Raises DataError, naming the token file, unless the split's ids lie in ``[0, vocab_size)``:
+    an id beyond the model's embedding table would turn the loss into NaN, far from its cause."""
+    found = token_id_range(out_dir, split, meta, tokens)
+    if found is None or (found[0] >= 0 and found[1] < vocab_size):
+        return
+    path = Path(out_dir) / f"{split}.tokens"
+    message = f"{path}: token ids must lie in [0, {vocab_size}) (model.vocab_size={vocab_size}), found {list(found)}"
+    tokenizer_vocab = meta.get("vocab_size")
+    if tokenizer_vocab is not None and tokenizer_vocab > vocab_size:
+        message += (
+            f"; it was prepared with a tokenizer of {tokenizer_vocab} ids ({meta.get('tokenizer')}): set "
+            f"model.vocab_size to at least {tokenizer_vocab} or use a tokenizer of at most {vocab_size} ids"
+        )
+    elif tokenizer_vocab is not None:
+        message += (
+            f"; its tokenizer has {tokenizer_vocab} ids, so the file changed after `lmx data prepare`: delete "
+            f"{Path(out_dir) / 'meta.json'} to prepare it again"
+        )
+    raise DataError(message)
 
 
 def corpus_slug(spec: str) -> str:
@@ -170,7 +238,11 @@ def data_paths(cfg: DataConfig, vocab_size: int) -> tuple[Path, Path]:
 
 
 def ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Tokenizer, Path, dict[str, Any]]:
-    """Trains the tokenizer if missing and prepares the corpus if needed (a no-op when up to date)."""
+    """Trains the tokenizer if missing and prepares the corpus if needed (a no-op when up to date).
+
+    Then checks every split's token ids against `vocab_size` (the model's vocabulary): training and
+    `lmx eval` open the prepared data here, so ids a model cannot embed fail here, naming the file.
+    """
     corpus = Corpus.parse(cfg.corpus, cfg.validation_fraction)
     tokenizer_path, prepared_dir = data_paths(cfg, vocab_size)
     if tokenizer_path.is_file():
@@ -191,4 +263,6 @@ def ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Tokeni
     if read_meta(prepared_dir) is None:
         log(f"tokenizing {cfg.corpus} -> {prepared_dir}")
     meta = prepare(corpus, tokenizer, prepared_dir)
+    for split in meta["splits"]:
+        check_token_ids(prepared_dir, split, meta, vocab_size)
     return tokenizer, prepared_dir, meta

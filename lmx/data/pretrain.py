@@ -32,8 +32,16 @@ Packing = Literal["concat", "document"]
 class TokenWindows:
     """Random access to the windows of one split (a Grain data source)."""
 
-    def __init__(self, prepared_dir: str | Path, split: Split, seq_len: int, packing: Packing = "document") -> None:
-        tokens, offsets, _ = load_split(prepared_dir, split)
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        split: Split,
+        seq_len: int,
+        packing: Packing = "document",
+        vocab_size: int | None = None,
+    ) -> None:
+        """With `vocab_size` (the model's), token ids outside ``[0, vocab_size)`` raise DataError."""
+        tokens, offsets, _ = load_split(prepared_dir, split, vocab_size)
         self._init(tokens, offsets, seq_len, packing, f"{prepared_dir}: split {split!r}")
 
     @classmethod
@@ -127,9 +135,11 @@ def pretrain_batches(
     process_index: int = 0,
     process_count: int = 1,
     num_threads: int = 2,
+    vocab_size: int | None = None,
 ) -> grain.IterDataset:
-    """Per-process batches of `global_batch // process_count` windows. Iterate it with `iter()`."""
-    source = TokenWindows(prepared_dir, split, seq_len, packing)
+    """Per-process batches of `global_batch // process_count` windows. Iterate it with `iter()`.
+    With `vocab_size`, token ids outside ``[0, vocab_size)`` raise DataError first."""
+    source = TokenWindows(prepared_dir, split, seq_len, packing, vocab_size)
     return record_batches(
         len(source), source.__getitem__, global_batch, seed, shuffle, epochs, process_index, process_count, num_threads
     )

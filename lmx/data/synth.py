@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmx import atomic
 from lmx.data.chat import jsonl_records, text_field
 from lmx.errors import DataError
 
@@ -112,7 +113,7 @@ def prompts_in(patterns: str | Sequence[str]) -> set[str]:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, str]]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def write_synth_tasks(

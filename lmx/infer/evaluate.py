@@ -34,8 +34,12 @@ def token_file_windows(path: str | Path, vocab_size: int, seq_len: int) -> Token
         raise DataError(f"{path}: cannot read a .npy token file ({e})") from None
     if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
         raise DataError(f"{path}: expected a 1-D integer array of token ids, got {tokens.dtype} {tokens.shape}")
-    if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise DataError(f"{path}: token ids must lie in [0, {vocab_size}), found [{tokens.min()}, {tokens.max()}]")
+    if len(tokens):
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= vocab_size:
+            raise DataError(
+                f"{path}: token ids must lie in [0, {vocab_size}) (model.vocab_size={vocab_size}), found [{lo}, {hi}]"
+            )
     return TokenWindows.from_tokens(tokens, np.array([0, len(tokens)]), seq_len, "concat", str(path))
 
 

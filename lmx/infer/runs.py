@@ -18,7 +18,7 @@ import jax
 from jax.sharding import Mesh
 
 from lmx.checkpoint.init_from import restore_params
-from lmx.config import Config
+from lmx.config import Config, load_config
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import CheckpointError, ConfigError, DataError
 from lmx.objectives.registry import objective_of  # importing lmx.objectives registers the built-ins
@@ -50,7 +50,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.json)")
-    return Config.from_json(path.read_text())
+    return load_config(path)
 
 
 def devices_for(cfg: Config) -> list[jax.Device]:

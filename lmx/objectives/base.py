@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from lmx.config import Config, ObjectiveConfig
 from lmx.data.tokenizer import Tokenizer
-from lmx.errors import ConfigError
+from lmx.errors import ConfigError, LossError
 from lmx.model import Transformer
 
 Array = jax.Array
@@ -81,6 +81,19 @@ class Objective:
     @property
     def kind(self) -> str:
         return self.config_class.KIND
+
+
+def check_loss_output(output: Any) -> tuple[Array, dict[str, Array]]:
+    """`output` of a loss function, checked against the contract of `LossFn` (at trace time)."""
+    ok = isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], Mapping)
+    if not ok:
+        raise LossError(f"a loss function must return (loss_sum, stats), got {type(output).__name__}")
+    if "weight" not in output[1]:
+        raise LossError(
+            f"a loss function's stats must hold 'weight', the loss's denominator (the step divides every sum by "
+            f"its global total), got stats {sorted(output[1])}; e.g. stats['weight'] = the number of target tokens"
+        )
+    return output
 
 
 ROW_KEYS = {

@@ -23,6 +23,7 @@ from lmx.data.eval_batches import eval_batches
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import ConfigError, DataError
 from lmx.objectives.base import BatchSpec, Log, LossFn, Objective, check_vocab
+from lmx.objectives.lm_eval import check_finite_loss
 from lmx.parallel.mapping import Batch, eval_batch_size, means_from_sums, sharded_sums, step_batch_sharding
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
@@ -106,18 +107,21 @@ def evaluate_objective(
     count_name: str = "examples",
 ) -> dict[str, float]:
     """Means of an objective's loss and stats over `source`'s records, in order (`count_name`
-    holds the loss's total weight); sums stay on the devices until the end."""
+    holds the loss's total weight); sums stay on the devices until the end. A non-finite summed
+    loss raises DataError (`lmx.objectives.lm_eval.check_finite_loss`)."""
+
     sharding = step_batch_sharding(mesh)
+    batch_size = eval_batch_size(cfg, mesh)
     totals = None
-    for batch in eval_batches(
-        source, eval_batch_size(cfg, mesh), max_batches, jax.process_index(), jax.process_count()
-    ):
+    for batch in eval_batches(source, batch_size, max_batches, jax.process_index(), jax.process_count()):
         batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
         out = eval_step(params, batch, frozen)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     if totals is None:
         raise DataError("no examples to evaluate")
     totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+    evaluated = min(len(source), max_batches * batch_size) if max_batches else len(source)
+    check_finite_loss(totals["loss"], evaluated, count_name)
     metrics = {k: float(v) for k, v in means_from_sums(totals.pop("loss"), totals).items()}
     metrics[count_name] = metrics.pop("tokens")
     return metrics

@@ -25,6 +25,7 @@ from lmx.config import Config
 from lmx.data.corpus import Split
 from lmx.data.eval_batches import eval_batches
 from lmx.data.pretrain import TokenWindows
+from lmx.errors import DataError
 from lmx.objectives.losses import cross_entropy_sums
 from lmx.parallel.mapping import Batch, eval_batch_size, sharded_sums, step_batch_sharding
 from lmx.parallel.partitioner import partitioned
@@ -49,10 +50,9 @@ def config_eval_batches(
     cfg: Config, mesh: Mesh, prepared_dir: str | Path, split: Split, max_batches: int
 ) -> Iterator[dict[str, np.ndarray]]:
     """`eval_batches` of a prepared split with a run config's sequence length, packing and batch
-    size, for this process."""
-    return source_eval_batches(
-        cfg, mesh, TokenWindows(prepared_dir, split, cfg.data.seq_len, cfg.data.packing), max_batches
-    )
+    size, for this process; its token ids are checked against ``model.vocab_size``."""
+    windows = TokenWindows(prepared_dir, split, cfg.data.seq_len, cfg.data.packing, cfg.model.vocab_size)
+    return source_eval_batches(cfg, mesh, windows, max_batches)
 
 
 def source_eval_batches(
@@ -106,7 +106,19 @@ def evaluate(
     if totals is None:
         raise ValueError("evaluate: no batches")
     totals = jax.device_get(totals)
+    check_finite_loss(float(totals["loss"]), float(totals["tokens"]), "tokens")
     return result_from_sums(float(totals["loss"]), float(totals["tokens"]), float(totals["bytes"]))
+
+
+def check_finite_loss(loss_sum: float, count: float, unit: str) -> None:
+    """Raises DataError when an evaluation's summed loss is NaN or infinite: a number such as
+    ``loss nan`` would read as a result (and land in a metrics file) when it is a fault."""
+    if not math.isfinite(loss_sum):
+        raise DataError(
+            f"the evaluation of {int(count):,} {unit} gave a non-finite loss ({loss_sum}); likely causes: token ids "
+            "outside the model's vocabulary in the evaluated data, or non-finite parameters (a diverged or damaged "
+            "checkpoint)"
+        )
 
 
 def result_from_sums(loss_sum: float, tokens: float, byte_count: float) -> EvalResult:

@@ -8,18 +8,20 @@
     <sweep dir>/logs/<run>.log       each run's console output (local launcher)
 
 `launch_local` runs the commands one after another. A run whose ``summary.json`` exists is done and
-skipped; an interrupted run resumes from its own checkpoints (that is what ``lmx train`` does in a
-run directory that has them); a failed run is reported and the sweep goes on. SIGINT/SIGTERM stop
-the sweep after the current run has saved a checkpoint, so a relaunch continues where it stopped.
+skipped; a ``summary.json`` that cannot be read (cut off by a killed process) is moved aside to
+``summary.json.unreadable`` and the run goes again. An interrupted run resumes from its own
+checkpoints (that is what ``lmx train`` does in a run directory that has them); a failed run is
+reported and the sweep goes on. SIGINT/SIGTERM stop the sweep after the current run has saved a
+checkpoint, so a relaunch continues where it stopped.
 
 `write_slurm` writes an sbatch script with one array task per run that runs the same commands
-(skipping finished runs the same way), and starts nothing.
+(skipping finished runs the same way), and starts nothing. Every file written here is written whole
+or not at all (`lmx.atomic`), so a killed launcher leaves no cut-off config, command list or script.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import signal
 import subprocess
@@ -28,7 +30,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lmx import atomic
 from lmx.config import Config, diff_keys, flatten_keys
+from lmx.errors import DataError
+from lmx.scaling.points import read_json_object
 from lmx.scaling.sweep import Sweep, SweepRun
 from lmx.train.signals import StopRequest
 
@@ -51,23 +56,50 @@ def write_plan(runs: Sequence[SweepRun], sweep_dir: str | Path, python: str = sy
     (sweep_dir / "configs").mkdir(parents=True, exist_ok=True)
     commands = []
     for run in runs:
-        (sweep_dir / "configs" / f"{run.name}.json").write_text(run.config.to_json() + "\n")
+        atomic.write_text(sweep_dir / "configs" / f"{run.name}.json", run.config.to_json() + "\n")
         commands.append(run_command(run, sweep_dir, python))
-    (sweep_dir / "commands.txt").write_text("".join(shlex.join(c) + "\n" for c in commands))
+    atomic.write_text(sweep_dir / "commands.txt", "".join(shlex.join(c) + "\n" for c in commands))
     return commands
 
 
+def summary_problem(run_dir: Path) -> str | None:
+    """Why the run's summary.json cannot be read (cut off, not JSON: the message names the file
+    and line); None when it reads as a JSON object or does not exist."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        read_json_object(path)
+    except DataError as e:
+        return str(e)
+    return None
+
+
 def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").is_file()
+    """The run wrote its summary.json, whole."""
+    return (run_dir / "summary.json").is_file() and summary_problem(run_dir) is None
+
+
+UNREADABLE_SUFFIX = ".unreadable"  # summary.json -> summary.json.unreadable, set aside
+
+
+def set_aside_summary(run_dir: Path) -> Path:
+    """Moves an unreadable summary.json out of the way (kept, renamed), so that ``lmx train`` takes
+    the run for unfinished: it resumes from its last checkpoint and writes the summary again."""
+    path = run_dir / "summary.json"
+    aside = path.with_name(path.name + UNREADABLE_SUFFIX)
+    path.replace(aside)
+    return aside
 
 
 def changed_keys(run_dir: Path, config: Config) -> list[str]:
     """Dotted config keys whose values differ between a finished run and the sweep's config for it
-    now (a sweep file edited after the run finished); [] when they match or nothing was saved."""
+    now (a sweep file edited after the run finished); [] when they match or nothing was saved. A
+    config.json that cannot be read is a DataError naming the file."""
     path = run_dir / "config.json"
     if not path.is_file():
         return []
-    return diff_keys(flatten_keys(json.loads(path.read_text())), flatten_keys(config.to_dict()))
+    return diff_keys(flatten_keys(read_json_object(path)), flatten_keys(config.to_dict()))
 
 
 @dataclasses.dataclass
@@ -102,10 +134,22 @@ def launch_local(
             if stop.requested:
                 report.not_started.append(run.name)
                 continue
+            broken = summary_problem(run_dir)
+            if broken:
+                try:
+                    aside = set_aside_summary(run_dir)
+                except OSError as e:
+                    report.failed[run.name] = f"{broken}; cannot move it aside ({e.strerror or e})"
+                    log(f"{prefix}: FAILED: {report.failed[run.name]}; the sweep goes on")
+                    continue
+                log(f"{prefix}: {broken}; moved it to {aside.name}, running the run again")
             if is_finished(run_dir):
                 report.skipped.append(run.name)
-                changed = changed_keys(run_dir, run.config)
-                note = f" (WARNING: it ran with other values of {', '.join(changed)})" if changed else ""
+                try:
+                    changed = changed_keys(run_dir, run.config)
+                    note = f" (WARNING: it ran with other values of {', '.join(changed)})" if changed else ""
+                except DataError as e:
+                    note = f" (WARNING: cannot compare its config: {e})"
                 log(f"{prefix}: finished before, skipped{note}")
                 continue
             resuming = any((run_dir / "checkpoints").glob("[0-9]*"))
@@ -203,9 +247,16 @@ def write_slurm(
         "",
         'task="${SLURM_ARRAY_TASK_ID:?not inside a slurm array job}"',
         'run="${RUNS[$task]}"',
-        f'if [[ -f {shlex.quote(str(sweep_dir))}/"$run"/summary.json ]]; then',
-        '  echo "$run: finished before, skipped"',
-        "  exit 0",
+        f'summary={shlex.quote(str(sweep_dir))}/"$run"/summary.json',
+        'if [[ -f "$summary" ]]; then',
+        # Finished if the summary reads as a JSON object; one cut off by a killed task (exit 3) is
+        # moved aside and the run goes again, as the local launcher does.
+        "  status=0",
+        f'  {shlex.quote(python)} -c {shlex.quote(_CHECK_SUMMARY)} "$summary" >/dev/null || status=$?',
+        '  if [[ $status == 0 ]]; then echo "$run: finished before, skipped"; exit 0; fi',
+        '  if [[ $status != 3 ]]; then echo "$run: cannot check $summary (exit code $status)" >&2; exit "$status"; fi',
+        f'  mv -f "$summary" "$summary"{UNREADABLE_SUFFIX}',
+        f'  echo "$run: $summary cannot be read (cut off?); moved it to $summary{UNREADABLE_SUFFIX}, running again"',
         "fi",
         'echo "$run: ${COMMANDS[$task]}"',
         # lmx train resumes from the run's checkpoints, so a requeued task continues.
@@ -213,6 +264,15 @@ def write_slurm(
         "",
     ]
     path = sweep_dir / "sweep.sbatch"
-    path.write_text("\n".join(lines))
+    atomic.write_text(path, "\n".join(lines))
     path.chmod(0o755)
     return path
+
+
+# Exit status 0: the summary.json named by argv[1] is a JSON object; 3: it is not (cut off, not JSON).
+_CHECK_SUMMARY = """import json, sys
+try:
+    ok = isinstance(json.load(open(sys.argv[1], encoding="utf-8")), dict)
+except ValueError:
+    ok = False
+sys.exit(0 if ok else 3)"""

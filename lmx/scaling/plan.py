@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lmx.config import Config
+from lmx.errors import ConfigError, DataError
 from lmx.model.flops import FlopsDefinition, flops_per_token, param_counts, tokens_per_step
+from lmx.scaling.points import read_json_object
 from lmx.scaling.sweep import Sweep, SweepRun
 
 
@@ -61,20 +64,36 @@ def measure_flops_per_s(cfg: Config, definition: FlopsDefinition, steps: int = 3
     return flops_per_token(cfg.model, cfg.data.seq_len, definition) * tokens_per_step(cfg) / per_step
 
 
-def finished_flops_per_s(sweep_dir: str | Path, definition: FlopsDefinition) -> dict[str, float]:
-    """FLOP/s that finished runs under `sweep_dir` achieved, by `shape_key` (from summary.json)."""
+def finished_flops_per_s(
+    sweep_dir: str | Path, definition: FlopsDefinition, log: Callable[[str], None] = print
+) -> dict[str, float]:
+    """FLOP/s that finished runs under `sweep_dir` achieved, by `shape_key` (from summary.json). A
+    run whose summary.json or config.json cannot be read (cut off by a killed process, say) is left
+    out with a note through `log` naming the file."""
     rates: dict[str, float] = {}
     for summary_path in sorted(Path(sweep_dir).glob("*/summary.json")):
         config_path = summary_path.with_name("config.json")
-        if not config_path.exists():
+        if not config_path.exists() or not summary_path.is_file():
             continue
-        summary = json.loads(summary_path.read_text())
-        if not summary.get("train_time_s"):
+        try:
+            summary = read_json_object(summary_path)
+            seconds, tokens = summary.get("train_time_s"), summary.get("tokens")
+            if not (_positive(seconds) and _positive(tokens)):
+                continue
+            try:
+                cfg = Config.from_dict(read_json_object(config_path))
+            except ConfigError as e:
+                raise DataError(f"{config_path}: {e}") from None
+        except DataError as e:
+            log(f"note: {e}; its run's FLOP/s is not used for the estimates")
             continue
-        cfg = Config.from_json(config_path.read_text())
         per_token = flops_per_token(cfg.model, cfg.data.seq_len, definition)
-        rates[shape_key(cfg)] = per_token * summary["tokens"] / summary["train_time_s"]
+        rates[shape_key(cfg)] = per_token * tokens / seconds
     return rates
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def plan(sweep: Sweep, runs: Sequence[SweepRun], flops_per_s: dict[str, float] | float | None = None) -> list[PlanRow]:

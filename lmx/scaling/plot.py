@@ -3,7 +3,6 @@ allocation with its intervals, and the loss curves of a sweep's runs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,11 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lmx.config import Config
+from lmx.config import load_config
 from lmx.model.flops import flops_per_token, param_counts
 from lmx.scaling.fit import isoflop_optimum, parametric_optimum
 from lmx.scaling.points import Points
+from lmx.train.metrics import read_jsonl
 
 
 def _budget_colors(n: int) -> list:
@@ -118,11 +118,11 @@ def plot_loss_curves(run_dirs: Sequence[str | Path], out: str | Path, x: str = "
     moving averages of the logged losses (`smoothing` 0 shows them raw)."""
     runs = []
     for run_dir in map(Path, run_dirs):
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_jsonl(run_dir / "metrics.jsonl")  # a row cut off by a kill is skipped
         rows = [r for r in rows if "loss" in r and "tokens_seen" in r]
         if not rows:
             continue
-        cfg = Config.from_json((run_dir / "config.json").read_text())
+        cfg = load_config(run_dir / "config.json")  # errors name the file
         definition = cfg.sweep.coord("flops_definition", "detailed")
         tokens = np.array([r["tokens_seen"] for r in rows], float)
         values = tokens * flops_per_token(cfg.model, cfg.data.seq_len, definition) if x == "flops" else tokens

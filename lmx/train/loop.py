@@ -12,10 +12,8 @@ A run directory holds ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``su
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,13 +25,15 @@ import numpy as np
 from lmx.checkpoint import Checkpoints
 from lmx.checkpoint.init_from import load_init_params
 from lmx.config import Config, diff_keys, flatten_keys
-from lmx.errors import CheckpointError, NonFiniteError
+from lmx.errors import CheckpointError, ConfigError, NonFiniteError
 from lmx.model.flops import flops_per_token_detailed, model_flops_utilization, param_counts
 from lmx.objectives.base import LossFn
 from lmx.objectives.registry import objective_of
 from lmx.parallel.hardware import peak_flops
 from lmx.parallel.mapping import eval_batch_size, step_batch_sharding
+from lmx.train.lock import RunLock
 from lmx.train.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
+from lmx.train.run_dir import RunDirectory
 from lmx.train.setup import TrainSetup, setup_training
 from lmx.train.signals import StopRequest
 from lmx.train.state import TrainState
@@ -54,15 +54,17 @@ def train(
     *,
     devices: Sequence[jax.Device] | None = None,
     make_loss: Callable[[TrainSetup], LossFn] | None = None,
+    extend: bool = False,
 ) -> RunResult:
     """Trains `cfg` in `run_dir`, resuming from its latest checkpoint if there is one.
 
     `make_loss` builds a custom loss from the setup (its model); the default is the loss of the
     config's objective (`lmx.objectives`). Returns when the run completes or a SIGTERM/SIGINT stopped it (after saving).
     Raises NonFiniteError under ``train.nonfinite=stop`` and ConfigError/DataError/
-    CheckpointError for bad input.
+    CheckpointError for bad input, and ConfigError when `run_dir` holds a finished run (or an
+    interrupted one that cannot resume exactly) of another config, unless `extend` (`RunDirectory`).
     """
-    return Trainer(cfg, run_dir, devices=devices, make_loss=make_loss).run()
+    return Trainer(cfg, run_dir, devices=devices, make_loss=make_loss, extend=extend).run()
 
 
 class Trainer:
@@ -75,13 +77,38 @@ class Trainer:
         *,
         devices: Sequence[jax.Device] | None = None,
         make_loss: Callable[[TrainSetup], LossFn] | None = None,
+        extend: bool = False,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.files = RunDirectory(self.run_dir)
         self.is_lead = jax.process_index() == 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
+        self.lock = None
+        created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {self.run_dir}: {e.strerror or e}") from None
+        try:
+            if self.is_lead:
+                self.lock = RunLock(self.run_dir).acquire()
+            self.extension = self.files.check_relaunch(cfg, extend) if self.is_lead else []
+            self._set_up(devices, make_loss)
+        except BaseException:
+            self._release(remove_if_empty=created)
+            raise
 
+    def _release(self, remove_if_empty: bool = False) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if remove_if_empty:  # a launch that failed validation leaves no trace
+            (self.run_dir / "lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
+
+    def _set_up(self, devices: Sequence[jax.Device] | None, make_loss: Callable[[TrainSetup], LossFn] | None) -> None:
+        cfg = self.cfg
         self.setup = setup_training(cfg, devices, init=False)
         self.mesh = self.setup.mesh
         self.batch_sharding = step_batch_sharding(self.mesh)
@@ -94,11 +121,8 @@ class Trainer:
         self.task = objective.make_task(cfg, self.mesh, self.setup.model, reference, print)
         # Passed to every step when the reference runs in the step (else freed once precomputed).
         self.frozen = reference if objective.reference(cfg) == "in_step" else None
-        tokenizer = self.task.tokenizer
-        if self.is_lead and tokenizer and tokenizer.path and not (self.run_dir / "tokenizer.model").exists():
-            shutil.copyfile(tokenizer.path, self.run_dir / "tokenizer.model")
         self.data_iterator = iter(self.task.train_batches())
-        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", cfg.checkpoint)
+        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", cfg.checkpoint, keep=self.files.kept_steps())
         self._last_saved: int | None = None  # the newest step saved (or restored) by this launch
         self.loss_fn = make_loss(self.setup) if make_loss else None
 
@@ -111,22 +135,16 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------
     # Setup pieces
 
-    def _write_config(self) -> None:
-        """Saves the resolved config; on a resume, says which keys changed since the last launch."""
+    def _begin(self, step: int) -> None:
+        """The launch is valid and its state restored: record it in the run directory."""
         if not self.is_lead:
             return
-        path = self.run_dir / "config.json"
-        if path.exists():
-            try:
-                before = flatten_keys(json.loads(path.read_text()))
-            except json.JSONDecodeError:
-                before = {}
-            changed = diff_keys(before, flatten_keys(self.cfg.to_dict()))
-            if changed:
-                print(f"warning: {path}: config changed since the last launch: {', '.join(changed)}")
-        tmp = path.with_suffix(".json.partial")
-        tmp.write_text(self.cfg.to_json() + "\n")
-        os.replace(tmp, path)
+        self.files.begin(self.cfg, step, self.extension)
+        tokenizer = self.task.tokenizer
+        if tokenizer and tokenizer.path:
+            self.files.copy_tokenizer(tokenizer.path)
+        if step == 0:  # rows of an earlier launch that saved no checkpoint: this one redoes them
+            truncate_jsonl(self.run_dir / "metrics.jsonl", 0)
 
     def _load_params(self, target_params: Any, role: str) -> Any:
         """The ``objective.init_from`` run's parameters, in the shardings of `target_params`."""
@@ -190,14 +208,26 @@ class Trainer:
     # The loop
 
     def run(self) -> RunResult:
+        try:
+            return self._run()
+        finally:
+            self._release()
+
+    def _run(self) -> RunResult:
         cfg = self.cfg
         total = cfg.train.steps
-        state, time_before = self._restore_or_init()
+        try:
+            state, time_before = self._restore_or_init()
+        except BaseException:
+            self.checkpoints.close()
+            raise
         step = int(jax.device_get(state.step))
-        if step >= total and (self.run_dir / "summary.json").exists():
+        summary = self.files.read_summary() if step >= total else None
+        if summary is not None:
             print(f"{self.run_dir}: already complete at step {step}")
             self.checkpoints.close()
-            return RunResult("completed", step, json.loads((self.run_dir / "summary.json").read_text()))
+            return RunResult("completed", step, summary)
+        self._begin(step)
 
         step_fn, compile_s = self._compile(state)
         frozen = self._frozen_args()
@@ -340,8 +370,7 @@ class Trainer:
             **self.task.summary(),
         }
         if self.is_lead:
-            path = self.run_dir / "summary.json"
-            path.write_text(json.dumps(summary, indent=2) + "\n")
+            self.files.write_summary(summary)
         described = self.task.describe(result)
         log(f"done: step {step}, {described}, {train_time:.0f} s of training; summary in {self.run_dir}")
         return summary

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from lmx import atomic
 from lmx.config import Config, WandbConfig
 
 Row = dict[str, float]
@@ -32,7 +33,14 @@ class JsonlSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        torn = False
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
         self._file = self.path.open("a")
+        if torn:  # a row cut off by a kill: end its line, so the next row is not glued to it
+            self._file.write("\n")
 
     def write(self, step: int, row: Row) -> None:
         self._file.write(json.dumps({"step": step, **{k: _plain(v) for k, v in row.items()}}) + "\n")
@@ -73,9 +81,7 @@ def truncate_jsonl(path: str | Path, last_step: int) -> int:
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
     if len(kept) == len(lines):
         return 0
-    tmp = path.with_suffix(".jsonl.partial")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(lines) - len(kept)
 
 
@@ -129,7 +135,7 @@ class WandbSink:
             resume="allow",
             config={**config.to_dict(), **{f"sweep/{k}": v for k, v in config.sweep.coords}},
         )
-        id_file.write_text(run_id + "\n")
+        atomic.write_text(id_file, run_id + "\n")
 
     def write(self, step: int, row: Row) -> None:
         self.run.log(row, step=step)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lmx.objectives.base import LossFn
+from lmx.objectives.base import LossFn, check_loss_output
 from lmx.parallel.mapping import Batch, means_from_sums, sharded_sums, step_batch_sharding
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
@@ -46,9 +46,10 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, micro_batch
     `frozen` (parameters that take no gradient) is passed to the loss as a third argument when set.
     """
     extra = () if frozen is None else (frozen,)
+    checked = lambda *args: check_loss_output(loss_fn(*args))  # a clear error, not a KeyError in the trace
 
     def sums(micro: Batch) -> Sums:
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, micro, *extra)
+        (loss, stats), grads = jax.value_and_grad(checked, has_aux=True)(params, micro, *extra)
         return grads, loss, stats
 
     if micro_batches == 1:
