@@ -1,9 +1,16 @@
 """Throughput of `prepare` on the stdlib corpus and of the pretraining loader.
 
-    python benchmarks/data.py [--vocab-size 8192] [--batch 32] [--seq-len 512] [--batches 200]
+    python benchmarks/data.py [--vocab-size 8192] [--batch 32] [--seq-len 512] [--batches 200] [--out DIR]
+    python benchmarks/data.py --smoke [--out DIR]   # seconds: the email package's sources
 
-Writes benchmarks/results/data.json. Compare the loader's tokens/s with the tokens/s at which
-configs/small.py trains (benchmarks/train_step.py): the target is at least 10x.
+Writes benchmarks/results/data.json (`--out DIR`: DIR/data.json). Compare the loader's tokens/s
+with the tokens/s at which configs/small.py trains (benchmarks/train_step.py): the target is at
+least 10x.
+
+`--smoke`: the corpus is the standard library's email package (20 files, a fifth of them for
+validation), vocabulary 512, 4 loader batches of 8x32; the tokenizer and token files go to a
+temporary directory under the output directory (`--out`, or a new temporary directory; never
+benchmarks/results/ or data/).
 """
 
 from __future__ import annotations
@@ -13,7 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_results
+from common import (
+    SMOKE_CORPUS,
+    SMOKE_VALIDATION_FRACTION,
+    SMOKE_VOCAB,
+    add_common_arguments,
+    parse_args,
+    write_results,
+)
 
 from lmx.data.corpus import Corpus
 from lmx.data.prepare import prepare
@@ -27,9 +41,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batches", type=int, default=200)
-    args = parser.parse_args()
-    corpus = Corpus.parse("stdlib")
-    with tempfile.TemporaryDirectory() as tmp:
+    add_common_arguments(parser)
+    args = parse_args(parser, smoke_defaults={"vocab_size": SMOKE_VOCAB, "batch": 8, "seq_len": 32, "batches": 4})
+    corpus = Corpus.parse(SMOKE_CORPUS, SMOKE_VALIDATION_FRACTION) if args.smoke else Corpus.parse("stdlib")
+    with tempfile.TemporaryDirectory(dir=args.out if args.smoke else None) as tmp:
         tmp = Path(tmp)
         tokenizer = train_tokenizer((d.text for d in corpus.documents("train")), tmp / "sp.model", args.vocab_size)
         start = time.perf_counter()
@@ -55,6 +70,8 @@ def main() -> None:
             "loader_batch": [args.batch, args.seq_len],
             "loader_tokens_per_s": loader_tps,
         },
+        args.out,
+        args.smoke,
     )
     print(f"wrote {out}")
 

@@ -1,6 +1,7 @@
 """Decoding speed with the KV cache against recomputing the whole forward pass per token.
 
-    python benchmarks/generate.py [--config configs/small.py] [--new 256] [--batches 1 16]
+    python benchmarks/generate.py [--config configs/small.py] [--new 256] [--batches 1 16] [--out DIR]
+    python benchmarks/generate.py --smoke [--out DIR]   # seconds: a tiny model, 4 new tokens
 
 For each batch size: prompts of 16 random tokens, `--new` new tokens, greedy.
 
@@ -12,7 +13,12 @@ For each batch size: prompts of 16 random tokens, `--new` new tokens, greedy.
   are timed and the time per token is extrapolated to `--new` tokens. It is timed with the layers
   scanned and unrolled, and the faster is the baseline (the cached decoder runs them unrolled).
 
-Parameters are random (speed does not depend on training). Writes benchmarks/results/generate.json.
+Parameters are random (speed does not depend on training), initialised with the layers scanned
+whatever the config's `model.scan_layers` (the unrolled layout is their unstacked copy).
+Writes benchmarks/results/generate.json (`--out DIR`: DIR/generate.json).
+
+`--smoke`: the config shrunk to a tiny model (common.smoke_overrides), one batch of 2 prompts, 4 new
+tokens, 2 recompute steps; results in `--out` or a new temporary directory, never benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import write_results
+from common import add_common_arguments, parse_args, smoke_overrides, write_results
 
 from lmx.config import load_config
 from lmx.infer.generate import Generator, greedy_without_cache
@@ -42,9 +48,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--recompute-steps", type=int, default=8)
     parser.add_argument("--set", action="append", default=[], help="config override")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.set)
-    model = Transformer(cfg.model)
+    add_common_arguments(parser)
+    args = parse_args(parser, smoke_defaults={"new": 4, "batches": [2], "recompute_steps": 2})
+    cfg = load_config(args.config, [*smoke_overrides(), *args.set] if args.smoke else args.set)
+    # Scanned whatever the config says: the recompute baseline below times both layouts, the
+    # unrolled one from these parameters unstacked (and `Generator` unrolls a scanned model itself).
+    model = Transformer(dataclasses.replace(cfg.model, scan_layers=True))
     params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
     mesh = make_mesh(cfg.mesh)
     max_len = PROMPT + args.new
@@ -83,7 +92,10 @@ def main() -> None:
             f"compilations {row['compilations']}"
         )
     path = write_results(
-        "generate", {"config": cfg.name, "prompt_tokens": PROMPT, "cache_length": max_len, "runs": rows}
+        "generate",
+        {"config": cfg.name, "prompt_tokens": PROMPT, "cache_length": max_len, "runs": rows},
+        args.out,
+        args.smoke,
     )
     print(f"wrote {path}")
 

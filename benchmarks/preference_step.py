@@ -1,6 +1,7 @@
 """Cost per token of the preference step against the pretraining step, at the same model size.
 
-    python benchmarks/preference_step.py [--config configs/small.py] [--steps 3]
+    python benchmarks/preference_step.py [--config configs/small.py] [--steps 3] [--out DIR]
+    python benchmarks/preference_step.py --smoke [--out DIR]   # seconds: a tiny model, 1 step each
 
 Three compiled steps over the same number of tokens per step (a pretraining batch of B rows of
 length L; B / 2 preference pairs, each a chosen and a rejected row of length L):
@@ -8,7 +9,11 @@ length L; B / 2 preference pairs, each a chosen and a rejected row of length L):
 - preference, reference in the step: DPO, the frozen reference's forward pass inside the step;
 - preference, precomputed reference: DPO reading reference log-probs from the batch.
 Reports tokens/s and the cost per token relative to pretraining (targets: <= 1.6x in-step,
-<= 1.1x precomputed). Writes benchmarks/results/preference_step.json.
+<= 1.1x precomputed). Writes benchmarks/results/preference_step.json (`--out DIR`:
+DIR/preference_step.json).
+
+`--smoke`: the config shrunk to a tiny model and batch (common.smoke_overrides), one timed step per
+variant; results in `--out` or a new temporary directory, never benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import best_time, block, write_results
+from common import add_common_arguments, best_time, block, parse_args, smoke_overrides, write_results
 
 from lmx.config import load_config
 from lmx.data.preference import PreferencePair, pair_record
@@ -60,8 +65,9 @@ def main() -> None:
     parser.add_argument("--config", default="configs/small.py")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (the best is kept)")
     parser.add_argument("--set", action="append", default=[], help="config override")
-    args = parser.parse_args()
-    base = load_config(args.config, args.set)
+    add_common_arguments(parser)
+    args = parse_args(parser, smoke_defaults={"steps": 1})
+    base = load_config(args.config, [*smoke_overrides(), *args.set] if args.smoke else args.set)
     B, L, V = base.train.batch_size, base.data.seq_len, base.model.vocab_size
     if B % 2:
         raise SystemExit(f"train.batch_size={B}: must be even (half as many pairs)")
@@ -106,6 +112,8 @@ def main() -> None:
             "seq_len": L,
             "runs": rows,
         },
+        args.out,
+        args.smoke,
     )
     print(f"wrote {out}")
 

@@ -1,6 +1,7 @@
 """Overhead of the full training loop against the bare compiled step.
 
-    python benchmarks/train_loop.py [--config configs/small.py] [--steps 16] [--set KEY=VALUE ...]
+    python benchmarks/train_loop.py [--config configs/small.py] [--steps 16] [--set KEY=VALUE ...] [--out DIR]
+    python benchmarks/train_loop.py --smoke [--out DIR]   # seconds: a tiny model, 4 steps, a save at 2
 
 1. Bare: the compiled step on one fixed batch, the state fed back, timed step by step.
 2. Loop: `lmx.train.loop.Trainer` on the real data pipeline with metrics.jsonl, asynchronous
@@ -11,7 +12,13 @@ Reports the median tokens/s of each and their ratio (target >= 0.95), and how mu
 step after each checkpoint save took than the median step (the save's stall; target <= 1 step),
 and the extra time of all the steps from one save to the next, in median steps (the writes run in
 the background and can slow a later step rather than the next one).
-Writes benchmarks/results/train_loop.json.
+Writes benchmarks/results/train_loop.json (`--out DIR`: DIR/train_loop.json).
+
+`--smoke`: the config shrunk to a tiny model and batch (common.smoke_overrides, recorded in
+"overrides") on the standard library's email package (20 files, a fifth of them for validation),
+its tokenizer and token files in DIR/data; 4 loop steps with a checkpoint save after step 2 (and
+the final one), 4 bare steps. Results in `--out` or a new temporary directory, never
+benchmarks/results/; the run directory is temporary as in a full run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,15 @@ import tempfile
 import time
 
 import numpy as np
-from common import block, write_results
+from common import (
+    SMOKE_CORPUS,
+    SMOKE_VALIDATION_FRACTION,
+    add_common_arguments,
+    block,
+    parse_args,
+    smoke_overrides,
+    write_results,
+)
 
 from lmx.config import load_config
 from lmx.train.loop import Trainer
@@ -50,7 +65,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="loop steps (the first is not timed)")
     parser.add_argument("--checkpoint-every", type=int, default=5)
     parser.add_argument("--set", action="append", default=[], help="config override")
-    args = parser.parse_args()
+    add_common_arguments(parser)
+    args = parse_args(parser, smoke_defaults={"steps": 4, "checkpoint_every": 2})
+    if args.smoke:
+        smoke_data = [
+            f"data.corpus={SMOKE_CORPUS}",
+            f"data.dir={args.out / 'data'}",
+            f"data.validation_fraction={SMOKE_VALIDATION_FRACTION}",
+        ]
+        args.set = [*smoke_overrides(), *smoke_data, *args.set]
     overrides = [
         *args.set,
         f"train.steps={args.steps}",
@@ -100,7 +123,7 @@ def main() -> None:
         + ", ".join(f"{x:+.2f}" for x in interval_extra)
         + " median steps extra"
     )
-    print(f"wrote {write_results('train_loop', result)}")
+    print(f"wrote {write_results('train_loop', result, args.out, args.smoke)}")
 
 
 if __name__ == "__main__":

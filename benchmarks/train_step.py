@@ -1,11 +1,16 @@
 """Throughput of the compiled pretraining step against this machine's float32 matmul ceiling.
 
-    python benchmarks/train_step.py [--configs configs/tiny.py configs/small.py] [--steps 3]
+    python benchmarks/train_step.py [--configs configs/tiny.py configs/small.py] [--steps 3] [--out DIR]
+    python benchmarks/train_step.py --smoke [--out DIR]   # seconds: both configs shrunk, 1 step each
 
 Reports tokens/s, step time, compile time and achieved model FLOP/s (Chinchilla appendix-F count)
 for each config, and its ratio to a plain jitted `jnp.dot` (model FLOP/s utilisation against the
 machine's practical ceiling, measured before and after the configs, the higher kept).
-Writes benchmarks/results/train_step.json.
+Writes benchmarks/results/train_step.json (`--out DIR`: DIR/train_step.json).
+
+`--smoke`: every config shrunk to a tiny model and batch (common.smoke_overrides, recorded in
+"overrides"), one timed step each, the ceiling measured on a 256 x 256 matmul (best of 2); results
+in `--out` or a new temporary directory, never benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ import argparse
 import time
 
 import numpy as np
-from common import best_time, block, matmul_ceiling, write_results
+from common import (
+    add_common_arguments,
+    best_time,
+    block,
+    matmul_ceiling,
+    parse_args,
+    smoke_overrides,
+    write_results,
+)
 
 from lmx.config import load_config
 from lmx.model.flops import flops_per_token_detailed, matmul_flops_per_token, param_counts
@@ -59,14 +72,17 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["configs/tiny.py", "configs/small.py"])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per config (the best is kept)")
     parser.add_argument("--set", action="append", default=[], help="override for every config")
-    args = parser.parse_args()
-    before = matmul_ceiling()
-    rows = [bench_config(path, args.steps, args.set) for path in args.configs]
+    add_common_arguments(parser)
+    args = parse_args(parser, smoke_defaults={"steps": 1})
+    overrides = [*smoke_overrides(), *args.set] if args.smoke else args.set
+    n, repeats = (256, 2) if args.smoke else (2048, 10)
+    before = matmul_ceiling(n, repeats)
+    rows = [bench_config(path, args.steps, overrides) for path in args.configs]
     # Measured again after the configs, and the higher kept: on shared cores one measurement can
     # come out low, which would flatter every ratio.
-    after = matmul_ceiling()
+    after = matmul_ceiling(n, repeats)
     ceiling = max(before, after)
-    print(f"float32 matmul ceiling (2048^3, jitted jnp.dot): {before / 1e9:.1f} / {after / 1e9:.1f} GFLOP/s")
+    print(f"float32 matmul ceiling ({n}^3, jitted jnp.dot): {before / 1e9:.1f} / {after / 1e9:.1f} GFLOP/s")
     for path, row in zip(args.configs, rows, strict=True):
         row["mfu_vs_matmul"] = row["model_flops_per_s"] / ceiling
         print(
@@ -79,9 +95,11 @@ def main() -> None:
         {
             "matmul_ceiling_flops_per_s": ceiling,
             "matmul_ceiling_before_after": [before, after],
-            "overrides": args.set,
+            "overrides": overrides,
             "runs": rows,
         },
+        args.out,
+        args.smoke,
     )
     print(f"wrote {out}")
 

@@ -1,0 +1,124 @@
+"""Every benchmark in benchmarks/ runs end to end in its smoke mode (tiny shapes, seconds) and writes
+the results the full run writes, so a benchmark that breaks fails CI rather than the next person to
+measure. The subprocesses inherit conftest's 8 forced host devices (the default mesh takes them all)."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+
+MACHINE = {"host_memory_retained", "jax", "backend", "devices", "device_kind", "processor"}
+
+# The top-level keys each benchmark's full run writes (besides "machine"), and for those that
+# report several runs, the keys of each run.
+KEYS = {
+    "bootstrap_fit": {
+        "points",
+        "resamples",
+        "cpu_count",
+        "full_fit_s",
+        "bootstrap_s_by_workers",
+        "failed_resamples",
+        "intervals",
+        "truth_inside_interval",
+        "target_s",
+    },
+    "data": {
+        "vocab_size",
+        "prepare_tokens",
+        "prepare_s",
+        "prepare_tokens_per_s",
+        "loader_batch",
+        "loader_tokens_per_s",
+    },
+    "generate": {"config", "prompt_tokens", "cache_length", "runs"},
+    "preference_step": {"config", "params", "tokens_per_step", "seq_len", "runs"},
+    "train_loop": {
+        "config",
+        "overrides",
+        "tokens_per_step",
+        "bare_step_s",
+        "loop_step_s",
+        "bare_tokens_per_s",
+        "loop_tokens_per_s",
+        "loop_over_bare",
+        "save_stall_steps",
+        "save_interval_extra_steps",
+    },
+    "train_step": {"matmul_ceiling_flops_per_s", "matmul_ceiling_before_after", "overrides", "runs"},
+}
+RUN_KEYS = {
+    "generate": {
+        "batch",
+        "new_tokens",
+        "cached_tokens_per_s",
+        "recompute_tokens_per_s",
+        "recompute_tokens_per_s_by_layers",
+        "speedup",
+        "compilations",
+    },
+    "preference_step": {"compile_s", "step_s", "tokens_per_s", "cost_per_token_vs_pretrain"},
+    "train_step": {
+        "config",
+        "params",
+        "batch",
+        "seq_len",
+        "compile_s",
+        "step_s",
+        "tokens_per_s",
+        "model_flops_per_s",
+        "matmul_flops_per_s",
+        "mfu_vs_matmul",
+    },
+}
+
+
+def recorded_results() -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((BENCHMARKS / "results").glob("*"))}
+
+
+def test_every_benchmark_has_a_smoke_test():
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"common"}
+    assert scripts == set(KEYS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_benchmark_smoke(name, tmp_path):
+    before = recorded_results()
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{name}.py", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert recorded_results() == before, "a smoke run changed benchmarks/results/"
+
+    results = json.loads((tmp_path / f"{name}.json").read_text())
+    assert results["smoke"] is True
+    assert not MACHINE - set(results["machine"])
+    assert results["machine"]["devices"] == jax.device_count()  # conftest's 8 devices reached the run
+    assert not KEYS[name] - set(results), f"missing: {KEYS[name] - set(results)}"
+    if name in RUN_KEYS:
+        runs = results["runs"]
+        rows = runs.values() if isinstance(runs, dict) else runs
+        assert rows
+        for row in rows:
+            assert not RUN_KEYS[name] - set(row), f"missing in a run: {RUN_KEYS[name] - set(row)}"
+    if name == "preference_step":
+        assert set(results["runs"]) == {"pretrain", "preference_in_step_reference", "preference_precomputed_reference"}
+    if name == "train_step":
+        assert [r["config"] for r in results["runs"]] == ["configs/tiny.py", "configs/small.py"]
+    if name == "train_loop":
+        # A checkpoint was saved with steps after it: the stall figures are not empty.
+        assert results["save_stall_steps"] and results["save_interval_extra_steps"]
+        assert any((tmp_path / "data").iterdir()), "the smoke run's tokenizer and tokens belong under --out"
