@@ -125,3 +125,11 @@ def test_load_config_errors_name_the_file(tmp_path):
     bad_value.write_text("from lmx.config import *\ndef get_config():\n    return Config(model=ModelConfig(d_ff=0))\n")
     with pytest.raises(ConfigError, match="bad_value.py.*model.d_ff=0"):
         load_config(bad_value)
+
+
+def test_suggestions_name_fields_not_sections():
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(Config(), ["train.step=3"])
+    suggested = str(error.value).split("did you mean ")[1].rstrip("?").split(" or ")
+    assert "train.steps" in suggested and "train" not in suggested
+    assert all("." in key for key in suggested)

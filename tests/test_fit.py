@@ -187,6 +187,10 @@ def test_fit_cli_writes_json_and_plots(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "alpha" in printed and "95% interval" in printed and "N_opt" in printed
+    # What each fit used: the power law fits the 3-budget frontier, approach 3 names k of C = k N D.
+    assert f"fitted to the compute frontier (3 budgets' lowest losses) of {len(points)} points" in printed
+    assert "C = k N D with k = 6" in printed
+    assert "no loss_curves.png: a CSV holds no training curves" in printed
     fits = json.loads(out.read_text())
     assert set(fits) == {"3", "2", "power"}
     for key in ("E", "A", "B", "alpha", "beta"):
@@ -195,6 +199,8 @@ def test_fit_cli_writes_json_and_plots(tmp_path, capsys):
         png = out.parent / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     # One approach: its keys at the top level, as the issue's JSON asks.
+    assert main(["fit", str(csv), "--approach", "power"]) == 0
+    assert "nothing written: give --json FILE" in capsys.readouterr().out
     assert main(["fit", str(csv), "--approach", "3", "--json", str(tmp_path / "one.json")]) == 0
     assert {"E", "A", "B", "alpha", "beta"} <= set(json.loads((tmp_path / "one.json").read_text()))
     bad = tmp_path / "bad.csv"

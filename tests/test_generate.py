@@ -178,3 +178,21 @@ def test_generate_command_streams_one_prompt_and_batches_a_file(full_run, tmp_pa
     (tmp_path / "bad.txt").write_text("hello\n\nworld\n")
     assert main([*args, "--prompts-file", str(tmp_path / "bad.txt")]) == 2
     assert "bad.txt:2: empty prompt" in capsys.readouterr().err
+
+
+def test_generate_refuses_a_reward_model_and_shows_its_defaults(full_run, tmp_path, capsys):
+    import shutil
+
+    _, run_dir, _ = full_run
+    rm_dir = tmp_path / "rm"
+    shutil.copytree(run_dir, rm_dir)
+    cfg = json.loads((rm_dir / "config.json").read_text())
+    cfg["objective"] = {"kind": "reward_model", "train_files": "pairs.jsonl", "init_from": str(run_dir)}
+    (rm_dir / "config.json").write_text(json.dumps(cfg))
+    assert main(["generate", str(rm_dir), "--prompt", "def "]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "objective.kind='reward_model' is not a language model" in err
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 64)" in out and "(default: 1.0)" in out

@@ -87,6 +87,9 @@ def test_sft_answers_held_out_prompts_the_pretrained_model_cannot(full_run, sft_
     assert before.accuracy < 0.05
     assert after.accuracy > 0.6
     assert after.items == 200 and set(after.per_task) == {"copy", "reverse", "sort", "add"}
+    # Evaluation rows say what they count, and name no z-loss when the run has none.
+    final = json.loads((sft_run / "summary.json").read_text())["final_eval"]
+    assert "eval/response_tokens" in final and "eval/examples" not in final and "eval/z_loss" not in final
 
 
 def test_dpo_separates_held_out_pairs_and_the_margin_grows(full_run, sft_run, judged, tmp_path, cpu_devices):

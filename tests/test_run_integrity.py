@@ -217,3 +217,17 @@ def test_a_full_disk_during_a_save_keeps_the_earlier_checkpoints(loop_config_fil
         assert main(["eval", str(run_dir), "--batches", "1", "--step", str(intact[-1])]) == 0
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_run_whose_only_checkpoint_is_damaged_is_one_short_line(finished, capsys):
+    for step in ("10", "20"):
+        shutil.rmtree(finished / "checkpoints" / step)
+    for path in (finished / "checkpoints" / "30" / "state").rglob("*"):
+        if path.is_file() and path.stat().st_size:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert main(["eval", str(finished), "--batches", "1"]) == 2
+    err = one_line_error(capsys, "checkpoints/30/state", "damaged files?")
+    assert len(err) < 600  # no kilobytes of TensorStore spec
+    shutil.rmtree(finished / "checkpoints")
+    assert main(["eval", str(finished)]) == 2
+    one_line_error(capsys, "no checkpoint to load")

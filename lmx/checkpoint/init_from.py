@@ -83,7 +83,7 @@ def restore_params(
         metadata = handler.metadata(state_dir)
         saved = traverse_util.flatten_dict(dict((metadata.tree if hasattr(metadata, "tree") else metadata)["params"]))
     except Exception as e:  # Orbax raises many types for unreadable checkpoints
-        raise CheckpointError(f"{state_dir}: cannot read the checkpoint's parameters ({e})") from e
+        raise CheckpointError(f"{state_dir}: cannot read its parameters ({_brief(e)}); damaged files?") from e
     target = traverse_util.flatten_dict(target_params)
     wanted, new = {}, []
     for path, array in target.items():
@@ -112,10 +112,16 @@ def restore_params(
             ),
         )
     except Exception as e:
-        raise CheckpointError(f"{state_dir}: failed to restore parameters ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{state_dir}: failed to restore parameters ({_brief(e)}); damaged files?") from e
     loaded = traverse_util.flatten_dict(restored["params"]) if wanted else {}
     merged = {path: loaded.get(path, array) for path, array in target.items()}
     unset = [_path_name(p) for p, v in merged.items() if isinstance(v, jax.ShapeDtypeStruct)]
     if unset:
         raise ValueError(f"new parameters {unset} need initialised values in target_params")
     return traverse_util.unflatten_dict(merged), new
+
+
+def _brief(error: BaseException) -> str:
+    """An Orbax or TensorStore error in one short line (their messages can hold kilobytes of spec)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"

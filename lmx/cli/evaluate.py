@@ -101,7 +101,9 @@ def _eval_pairs(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser(
-        "eval", help="evaluate a run: loss, perplexity, bits per byte; or k-shot accuracy on a task (--task)"
+        "eval",
+        help="evaluate a run: loss, perplexity, bits per byte; or k-shot accuracy on a task (--task)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     evaluate.add_argument("run_dir", help="a run directory written by `lmx train`")
     evaluate.add_argument("--split", choices=["validation", "train"], default="validation")

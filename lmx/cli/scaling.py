@@ -92,9 +92,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         atomic.write_json(out, fits[approaches[0]] if len(fits) == 1 else fits)
         print(f"wrote {out}")
     plots_dir = args.plots or (str(Path(args.json).parent) if args.json else None)
+    if not args.json and not plots_dir:
+        print("nothing written: give --json FILE (the fit) and/or --plots DIR (its plots) to keep them")
     if plots_dir:
         for path in _fit_plots(points, fits, Path(plots_dir), Path(args.source)):
             print(f"wrote {path}")
+        if not Path(args.source).is_dir():
+            print("no loss_curves.png: a CSV holds no training curves (they come from a sweep directory's runs)")
     return 0
 
 

@@ -141,14 +141,15 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key below `cls`: sections and leaves."""
+    """Every dotted field key below `cls` (leaves, not sections: what a suggestion may name)."""
     keys = []
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
         key = _join(prefix, f.name)
-        keys.append(key)
         if dataclasses.is_dataclass(hints[f.name]):
             keys.extend(_all_keys(hints[f.name], key))
+        else:
+            keys.append(key)
     return keys
 
 
@@ -206,13 +207,11 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any] | Iterable[str]) -> A
 
 
 def _keys_of(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Every dotted key of a config dict: sections and leaves (the objective's for its kind)."""
+    """Every dotted field key of a config dict (leaves, not sections; the objective's for its kind)."""
     keys = []
     for name, value in tree.items():
         key = _join(prefix, name)
-        keys.append(key)
-        if isinstance(value, Mapping):
-            keys.extend(_keys_of(value, key))
+        keys.extend(_keys_of(value, key) if isinstance(value, Mapping) else [key])
     return keys
 
 

@@ -124,6 +124,8 @@ def evaluate_objective(
     check_finite_loss(totals["loss"], evaluated, count_name)
     metrics = {k: float(v) for k, v in means_from_sums(totals.pop("loss"), totals).items()}
     metrics[count_name] = metrics.pop("tokens")
+    if not cfg.train.z_loss:  # as in the training rows: no z-loss term, no z-loss metric
+        metrics.pop("z_loss", None)
     return metrics
 
 
@@ -135,7 +137,12 @@ class ChatTask:
     as batch rows), `batches` (the training pipeline) and its `batch_spec`.
     """
 
-    unit = "examples"
+    unit = "examples"  # what a row is, in the logs
+
+    @property
+    def weight_name(self) -> str:
+        """The evaluation metric that counts the loss's total weight."""
+        return self.unit
 
     def __init__(self, cfg: Config, mesh: Mesh, model: nn.Module, objective: Objective, log: Log = print) -> None:
         self.cfg, self.mesh, self.model, self.objective, self.log = cfg, mesh, model, objective, log
@@ -190,7 +197,9 @@ class ChatTask:
             loss_fn = self.objective.make_loss(self.model, self.cfg)
             self._eval_step = make_objective_eval_step(loss_fn, self.mesh, self.cfg.mesh.rules)
         source = Records(len(self.examples["eval"]), lambda i: self.record("eval", i))
-        return evaluate_objective(self._eval_step, self.cfg, self.mesh, params, source, max_batches, frozen, self.unit)
+        return evaluate_objective(
+            self._eval_step, self.cfg, self.mesh, params, source, max_batches, frozen, self.weight_name
+        )
 
     def describe(self, m: Mapping[str, float]) -> str:
         return self.objective.describe(m)

@@ -68,6 +68,11 @@ class SFTTask(ChatTask):
     def batches(self, examples: list, **kwargs: Any) -> grain.IterDataset:
         return sft_batches(examples, self.cfg.data.seq_len, self.cfg.train.batch_size, **kwargs)
 
+    @property
+    def weight_name(self) -> str:
+        """What the loss's total weight counts: response tokens, or examples (per-sequence means)."""
+        return "examples" if self.cfg.objective.normalize == "sequence" else "response_tokens"
+
     def evaluate(self, params: Any, max_batches: int, frozen: Any = None) -> dict[str, float]:
         metrics = super().evaluate(params, max_batches, frozen)
         if metrics:

@@ -134,6 +134,8 @@ def run_fit(
     fit_kwargs: dict[str, Any] = {"with_E": with_E} if approach == "power" else {}
     fit = spec.fit(points, **fit_kwargs, **({"starts": starts} if approach == "3" else {}))
     result: dict[str, Any] = {"approach": approach, "source": points.source, "points": len(points)}
+    if approach == "power":  # it fits one point per budget: the lowest loss
+        result["frontier"] = len(points.groups())
     result.update({k: v for k, v in fit.items() if not k.startswith("_")})
     if approach == "3":
         result["huber_delta"] = HUBER_DELTA
@@ -151,7 +153,12 @@ def run_fit(
 def format_fit(result: dict[str, Any]) -> str:
     """A fit result as a table: parameter, value, interval."""
     title = {"power": "L(C) = E + a C^-b", "2": "approach 2 (IsoFLOP)", "3": "approach 3, L = E + A/N^alpha + B/D^beta"}
-    lines = [f"{title[result['approach']]}: {result['points']} points from {result['source']}"]
+    used = f"{result['points']} points"
+    if "frontier" in result:
+        used = f"the compute frontier ({result['frontier']} budgets' lowest losses) of {used}"
+    lines = [f"{title[result['approach']]}: fitted to {used} from {result['source']}"]
+    if "flops_per_param_token" in result:
+        lines.append(f"  C = k N D with k = {result['flops_per_param_token']:.4g} (the median over the points)")
     if result["approach"] == "2":
         lines.append(f"  {'budget':>10}  {'N_opt':>10}  {'D_opt':>10}  {'min loss':>8}  runs")
         for m in result["minima"]:

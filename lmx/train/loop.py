@@ -274,13 +274,15 @@ class Trainer:
                             f"{self.checkpoints.directory}; run the same command again to resume"
                         )
                         break
-            self.checkpoints.wait()
-            train_time = time_before + time.perf_counter() - launch
-            summary = None
-            if status == "completed":
-                summary = self._finish(state, step, train_time, compile_s, log)
-                _write(sinks, progress, step, summary["final_eval"])
-            return RunResult(status, step, summary)
+                # Still under StopRequest: a signal during the final evaluation lets it finish (the
+                # run is complete) instead of killing the process before summary.json.
+                self.checkpoints.wait()
+                train_time = time_before + time.perf_counter() - launch
+                summary = None
+                if status == "completed":
+                    summary = self._finish(state, step, train_time, compile_s, log)
+                    _write(sinks, progress, step, summary["final_eval"])
+                return RunResult(status, step, summary)
         finally:
             self.checkpoints.close()
             if progress:
