@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from lmx.checkpoint.manager import saved_steps
 from lmx.errors import CheckpointError, ConfigError
 
 # Parameters a run may add on top of its source's (they are initialised fresh).
@@ -43,7 +44,7 @@ def resolve_init_from(spec: str) -> InitSource:
         source = InitSource(path.parent.parent, int(path.name))
     else:
         checkpoints = path / "checkpoints"
-        steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+        steps = saved_steps(checkpoints)
         if not steps:
             raise CheckpointError(f"{key}: no checkpoint there (a run directory or RUN/checkpoints/STEP)")
         source = InitSource(path, steps[-1])

@@ -30,6 +30,15 @@ from lmx.config import CheckpointConfig
 from lmx.errors import CheckpointError
 
 
+def saved_steps(directory: str | Path) -> list[int]:
+    """The complete checkpoints in a run's ``checkpoints/`` directory, by step ([] when there is none).
+    A step being written lives under a temporary name until it is complete, so it is not listed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 class Checkpoints:
     """The checkpoints of one run directory (``<run>/checkpoints``)."""
 
@@ -93,7 +102,7 @@ class Checkpoints:
         )
 
     def _complete_steps(self) -> list[int]:
-        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
+        return saved_steps(self.directory)
 
     def restore_latest(
         self,

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
+from lmx.checkpoint import saved_steps
 from lmx.checkpoint.init_from import restore_params
 from lmx.config import Config, load_config
 from lmx.data.tokenizer import Tokenizer
@@ -63,11 +64,6 @@ def devices_for(cfg: Config) -> list[jax.Device]:
     return devices
 
 
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    directory = run_dir / "checkpoints"
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-
-
 def load_run(
     run_dir: str | Path, step: int | None = None, devices: Sequence[jax.Device] | None = None, cfg: Config | None = None
 ) -> LoadedRun:
@@ -76,7 +72,7 @@ def load_run(
     CheckpointError when there is no checkpoint."""
     run_dir = Path(run_dir)
     cfg = cfg or read_run_config(run_dir)
-    steps = checkpoint_steps(run_dir)
+    steps = saved_steps(run_dir / "checkpoints")
     if not steps:
         raise CheckpointError(f"{run_dir}: no checkpoint to load (train it first, or check the path)")
     step = steps[-1] if step is None else step

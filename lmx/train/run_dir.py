@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmx import atomic
+from lmx.checkpoint import saved_steps
 from lmx.config import Config, diff_keys, flatten_keys, load_config
 from lmx.errors import ConfigError
 
@@ -58,11 +59,6 @@ def describe_changes(before: Config, after: Config) -> list[str]:
     return [f"{k} ({old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r})" for k in diff_keys(old, new)]
 
 
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    directory = run_dir / "checkpoints"
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-
-
 class RunDirectory:
     """The files of one run directory, for the training loop."""
 
@@ -97,7 +93,7 @@ class RunDirectory:
         if not changes:
             return []
         described = describe_changes(before, cfg)
-        steps = checkpoint_steps(self.path)
+        steps = saved_steps(self.path / "checkpoints")
         finished = self.summary_path.is_file() and bool(steps)
         if all(resumable(k) for k in changes) or not steps:
             # A change resume honours exactly (a finished run then just says so), or nothing to
