@@ -161,9 +161,10 @@ def test_wandb_disabled_writes_nothing(full_run):
     assert not (run_dir / "wandb").exists() and not (run_dir / "wandb_run_id").exists()
 
 
-def test_eval_command_scores_a_run(full_run, capsys):
+def test_eval_command_scores_a_run(full_run, capsys, monkeypatch):
     _, run_dir, result = full_run
-    assert main(["eval", str(run_dir), "--batches", "4"]) == 0
+    monkeypatch.chdir(run_dir.parent)  # a path relative to the working directory, as users type it
+    assert main(["eval", run_dir.name, "--batches", "4"]) == 0
     out = capsys.readouterr().out
     assert "step 30, validation:" in out
     written = json.loads((run_dir / "eval-validation-step30.json").read_text())

@@ -80,8 +80,9 @@ def restore_params(
     `target_params` and listed in `new`. Errors name `key` (what pointed here) and the parameter.
     """
     handler = ocp.PyTreeCheckpointHandler()
+    location = Path(state_dir).absolute()  # Orbax refuses relative paths; messages keep the given one
     try:
-        metadata = handler.metadata(state_dir)
+        metadata = handler.metadata(location)
         saved = traverse_util.flatten_dict(dict((metadata.tree if hasattr(metadata, "tree") else metadata)["params"]))
     except Exception as e:  # Orbax raises many types for unreadable checkpoints
         raise CheckpointError(f"{state_dir}: cannot read its parameters ({_brief(e)}); damaged files?") from e
@@ -105,7 +106,7 @@ def restore_params(
     abstract = {"params": traverse_util.unflatten_dict(wanted)}
     try:
         restored = handler.restore(
-            state_dir,
+            location,
             args=ocp.args.PyTreeRestore(
                 item=abstract,
                 restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
