@@ -393,3 +393,145 @@ def test_directories_without_usable_runs_are_named(tmp_path, torn_sweep):
     with pytest.raises(DataError, match=r"broken: no usable finished runs: a/summary.json: cut off .* \(and 1 more\)"):
         load_points(broken)
     assert main(["fit", str(broken)]) == 2
+
+
+# -------------------------------------------------------------------------------------------------
+# Points that can be committed, and the plots of a study.
+
+# A law at the scale of tiny models (losses of 2-4 nats); its optimum N is about Hoffmann's.
+SMALL = {"E": 1.8, "A": 40.0, "B": 41.0, "alpha": 0.34, "beta": 0.28}
+WIDTHS = (16, 24, 32, 48, 64, 96, 128, 192, 256)  # 8k to 2.1M non-embedding parameters
+
+
+def write_isoflop_sweep(root, budgets=(1e11, 1e12, 1e13), sizes=5, noise=0.003, seed=0, curves=True):
+    """A finished IsoFLOP sweep as `lmx sweep` leaves it, without training: per budget `sizes`
+    widths around the optimum of `SMALL` (C = 6 N D, N non-embedding), final losses from the law
+    with multiplicative noise, and (`curves`) a metrics.jsonl whose loss falls towards it."""
+    from lmx.config import Config, DataConfig, ModelConfig, SweepConfig, TrainConfig
+    from lmx.model.flops import param_counts
+
+    rng = np.random.default_rng(seed)
+    for i, budget in enumerate(budgets):
+        for d_model in WIDTHS[2 * i : 2 * i + sizes]:
+            model = ModelConfig(vocab_size=512, d_model=d_model, n_layers=2, n_heads=2, n_kv_heads=2, d_ff=4 * d_model)
+            n = param_counts(model).by_definition("6n")
+            tokens = budget / (6 * n)
+            coords = (("budget", budget), ("flops_definition", "6n"), ("model", f"d{d_model}"), ("params", n))
+            name = f"C{budget:.0e}-d{d_model}".replace("+", "")
+            steps = int(tokens // 1024) + 1
+            cfg = Config(
+                name=name,
+                model=model,
+                data=DataConfig(seq_len=64),
+                train=TrainConfig(steps=steps),
+                sweep=SweepConfig(name="synthetic", coords=coords),
+            )
+            run_dir = root / name
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+            small = lambda n, d: SMALL["E"] + SMALL["A"] / n ** SMALL["alpha"] + SMALL["B"] / d ** SMALL["beta"]
+            loss = small(n, tokens) * np.exp(rng.normal(0, noise))
+            final_eval = {"eval/loss": loss, "eval/bits_per_byte": loss / np.log(2) / 2.1}
+            summary = {"steps": steps, "tokens": tokens, "train_time_s": 1.5, "final_eval": final_eval}
+            (run_dir / "summary.json").write_text(json.dumps(summary) + "\n")
+            if curves:
+                seen = np.geomspace(tokens / 100, tokens, 30)
+                rows = [
+                    {"step": s, "loss": small(n, t) + rng.normal(0, 0.02), "tokens_seen": t} for s, t in enumerate(seen)
+                ]
+                (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def comparable(fit):
+    """A fit result without where it came from (the source's path) or its in-memory parts."""
+    return {k: v for k, v in fit.items() if k != "source" and not k.startswith("_")}
+
+
+def assert_plots(directory, names):
+    """Exactly these PNG files in `directory`, each a real picture (not an empty figure)."""
+    assert sorted(path.name for path in directory.glob("*.png")) == sorted(names)
+    for name in names:
+        data = (directory / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
+
+
+def test_saved_points_fit_exactly_as_the_sweep_directory(tmp_path, capsys):
+    sweep = write_isoflop_sweep(tmp_path / "sweep")
+    saved = tmp_path / "points.csv"
+    common = ["--approach", "2", "3", "power", "--starts", "4", "--bootstrap", "20", "--budget", "1e14"]
+    from_dir, from_csv = tmp_path / "dir" / "fit.json", tmp_path / "csv" / "fit.json"
+    assert main(["fit", str(sweep), "--save-points", str(saved), "--json", str(from_dir), *common]) == 0
+    assert f"wrote {saved} (15 points)" in capsys.readouterr().out
+    assert main(["fit", str(saved), "--json", str(from_csv), *common]) == 0
+    assert "no loss_curves.png: a CSV holds no training curves" in capsys.readouterr().out
+    fits_dir, fits_csv = json.loads(from_dir.read_text()), json.loads(from_csv.read_text())
+    for approach in ("2", "3", "power"):  # identical: values, intervals and (2, 3) bands
+        assert comparable(fits_csv[approach]) == comparable(fits_dir[approach]), approach
+    assert "band" in fits_csv["2"] and "band" in fits_csv["3"]
+    # The file: one row per run, exact floats, and what else the runs recorded as extra columns.
+    header, *rows = saved.read_text().splitlines()
+    columns = header.split(",")
+    assert columns[:6] == ["name", "budget", "N", "D", "C", "loss"] and len(rows) == 15
+    for extra in ("train.steps", "tokens", "train_time_s", "eval/bits_per_byte", "model.d_model", "sweep.model"):
+        assert extra in columns
+    points, again = load_points(sweep), load_points(saved)
+    for key in ("N", "D", "C", "loss", "budget"):
+        np.testing.assert_array_equal(getattr(again, key), getattr(points, key))
+    assert again.names == points.names
+    # Every plot, from either source; the loss curves only from the runs.
+    assert_plots(from_dir.parent, ["isoflop.png", "optimal.png", "approach3.png", "loss_curves.png"])
+    assert_plots(from_csv.parent, ["isoflop.png", "optimal.png", "approach3.png"])
+
+
+def test_without_approach_3_there_is_no_approach3_plot(tmp_path, capsys):
+    """approach3.png is drawn only when approach 3 was fitted; the other plots do not need it."""
+    sweep = write_isoflop_sweep(tmp_path / "sweep")
+    assert main(["fit", str(sweep), "--approach", "2", "power", "--plots", str(tmp_path / "plots")]) == 0
+    printed = capsys.readouterr().out
+    assert "approach3.png" not in printed and "nothing written" not in printed
+    assert_plots(tmp_path / "plots", ["isoflop.png", "optimal.png", "loss_curves.png"])
+    # Power alone: no allocation to draw, only the profiles and the frontier.
+    assert main(["fit", str(sweep), "--approach", "power", "--plots", str(tmp_path / "power")]) == 0
+    assert_plots(tmp_path / "power", ["isoflop.png", "loss_curves.png"])
+
+
+@pytest.mark.parametrize("approach", ["2", "3"])
+def test_allocation_bands_bracket_the_fitted_law(approach):
+    from lmx.scaling.bootstrap import allocation, public
+
+    points = isoflop_points([1e18, 1e19, 1e20], noise=0.003, seed=1)
+    fit = run_fit(points, approach, resamples=40, budget=1e22, starts=8)
+    band = fit["band"]
+    C = np.asarray(band["C"])
+    # The grid spans the points' compute and the budget, with room either side.
+    assert C[0] <= 1e18 / 2 * 1.0001 and C[-1] >= 1e22 * 2 * 0.9999 and len(C) >= 20
+    for which, estimate in zip(("N_opt", "D_opt"), allocation(approach, fit, C), strict=True):
+        lower, upper = np.asarray(band[which]["lower"]), np.asarray(band[which]["upper"])
+        assert np.all(lower <= estimate) and np.all(estimate <= upper), which
+        assert np.all(upper > lower * 1.01), which  # the data's noise shows: not a line
+    # The resamples stay in memory for plots, but out of the JSON.
+    samples = fit["_samples"]
+    assert len(samples["a"]) == 40 - fit["bootstrap"]["failed"]
+    assert "_samples" not in public(fit) and json.dumps(public(fit))
+
+
+def test_a_budget_column_groups_points_whose_compute_differs(tmp_path):
+    # Runs of one budget spend a little more or less than it (whole steps): 9.99e11 and 1e12.
+    rows = [
+        (n, c * spent / (6 * n), 3 + abs(float(np.log(n / 1e5))), c * spent, c)
+        for c in (1e12, 1e13)
+        for n, spent in ((3e4, 0.999), (1e5, 1.0), (3e5, 1.002))
+    ]
+    path = tmp_path / "budgets.csv"
+    path.write_text("N,D,loss,C,budget\n" + "".join(",".join(map(repr, row)) + "\n" for row in rows))
+    points = load_points(path)
+    np.testing.assert_array_equal(points.budget, [1e12] * 3 + [1e13] * 3)
+    assert {k: len(v) for k, v in points.groups().items()} == {1e12: 3, 1e13: 3}
+    without = tmp_path / "no-budget.csv"
+    without.write_text("N,D,loss,C\n" + "".join(",".join(map(repr, row[:4])) + "\n" for row in rows))
+    assert sorted(load_points(without).groups()) == [9.99e11, 1e12, 9.99e12, 1e13]  # by C alone they fall apart
+    bad = tmp_path / "bad.csv"
+    bad.write_text("N,D,loss,budget\n1e6,2e7,3.1,big\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: budget='big' is not a number"):
+        load_points(bad)

@@ -63,8 +63,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lmx.scaling.bootstrap import format_fit, run_fit
-    from lmx.scaling.points import load_points
+    from lmx.scaling.bootstrap import format_fit, public, run_fit
+    from lmx.scaling.points import load_points, write_points
 
     points = load_points(args.source, args.metric)
     if points.unfinished:
@@ -73,6 +73,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         count = f"{len(points.unusable)} run" + ("s" if len(points.unusable) > 1 else "")
         why = "; ".join(f"{name}/{reason}" for name, reason in points.unusable)
         print(f"note: {count} left out, their files cannot be used: {why}")
+    if args.save_points:  # before the fits: the points are kept even when a fit fails
+        saved = write_points(points, args.save_points)
+        print(f"wrote {saved} ({len(points)} points)")
     approaches = list(dict.fromkeys(args.approach))
     fits = {}
     for approach in approaches:
@@ -89,32 +92,45 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(out, fits[approaches[0]] if len(fits) == 1 else fits)
+        atomic.write_json(out, public(fits[approaches[0]] if len(fits) == 1 else fits))
         print(f"wrote {out}")
     plots_dir = args.plots or (str(Path(args.json).parent) if args.json else None)
-    if not args.json and not plots_dir:
+    if not args.json and not plots_dir and not args.save_points:
         print("nothing written: give --json FILE (the fit) and/or --plots DIR (its plots) to keep them")
     if plots_dir:
-        for path in _fit_plots(points, fits, Path(plots_dir), Path(args.source)):
-            print(f"wrote {path}")
-        if not Path(args.source).is_dir():
-            print("no loss_curves.png: a CSV holds no training curves (they come from a sweep directory's runs)")
+        _fit_plots(points, fits, Path(plots_dir), Path(args.source), args.metric)
     return 0
 
 
-def _fit_plots(points, fits, out_dir, source):
-    from lmx.scaling import plot
+def _fit_plots(points, fits, out_dir, source, metric) -> None:
+    """Writes (and names) isoflop.png (when a budget has >= 3 runs), optimal.png (approach 2 or 3
+    fitted), approach3.png (approach 3 fitted: drawn only then) and, from a sweep directory,
+    loss_curves.png; every one colours a budget alike."""
+    from lmx.scaling import plot, plot_fits
 
-    written = []
+    colors = plot.BudgetColors.of(points)
+    if not source.is_dir():
+        loss_label = "loss"  # a CSV's loss column: its units are the CSV's
+    elif metric == "eval/loss":
+        loss_label = "validation loss (nats/token)"
+    else:
+        loss_label = f"final {metric}"
     if any(len(index) >= 3 for index in points.groups().values()):
-        written.append(plot.plot_isoflop(points, fits, out_dir / "isoflop.png"))
-    if "2" in fits or any("budget" in f for f in fits.values()):
-        written.append(plot.plot_optimal(fits, out_dir / "optimal.png"))
-    if source.is_dir():
-        # The runs the fit used: unfinished and unusable ones (named above) are left out.
-        runs = sorted(source / name for name in points.names if (source / name / "metrics.jsonl").is_file())
-        written.append(plot.plot_loss_curves(runs, out_dir / "loss_curves.png"))
-    return written
+        print(f"wrote {plot.plot_isoflop(points, fits, out_dir / 'isoflop.png', colors, loss_label)}")
+    if any(plot_fits.has_allocation(fits[k]) for k in ("2", "3") if k in fits):
+        print(f"wrote {plot_fits.plot_optimal(points, fits, out_dir / 'optimal.png', colors)}")
+    if "3" in fits:
+        print(f"wrote {plot_fits.plot_approach3(points, fits['3'], out_dir / 'approach3.png', colors, loss_label)}")
+    if not source.is_dir():
+        print("no loss_curves.png: a CSV holds no training curves (they come from a sweep directory's runs)")
+        return
+    # The runs the fit used: unfinished and unusable ones (named above) are left out.
+    runs = sorted(source / name for name in points.names if (source / name / "metrics.jsonl").is_file())
+    if not runs:
+        print(f"no loss_curves.png: none of the runs in {source} has a metrics.jsonl")
+        return
+    title = f"training loss curves: {source.name} ({len(runs)} runs)"
+    print(f"wrote {plot.plot_loss_curves(runs, out_dir / 'loss_curves.png', colors=colors, title=title)}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -146,7 +162,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--max-parallel", type=int, default=0, help="slurm: at most this many tasks at once")
     sweep.set_defaults(func=_cmd_sweep)
 
-    fit = sub.add_parser("fit", help="fit scaling laws to a sweep directory or a CSV (N,D,loss[,C])")
+    fit = sub.add_parser("fit", help="fit scaling laws to a sweep directory or a CSV (N,D,loss[,C,budget])")
     fit.add_argument("source", help="a sweep directory (runs with summary.json) or a CSV file")
     fit.add_argument(
         "--approach",
@@ -165,4 +181,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--metric", default="eval/loss", help="sweep directories: the summary's final_eval key")
     fit.add_argument("--json", help="write the fit here (one approach: its keys; several: keyed by approach)")
     fit.add_argument("--plots", help="directory for the PNG plots (default: the --json file's directory)")
+    fit.add_argument(
+        "--save-points",
+        metavar="OUT.csv",
+        help="write the points the fit used (name, budget, N, D, C, loss, and from a sweep directory each run's "
+        "steps, evaluation, time and shape) as a CSV that `lmx fit` reads back to the same fits",
+    )
     fit.set_defaults(func=_cmd_fit)

@@ -2,7 +2,9 @@
 
 A bootstrap resamples the points with replacement (within each IsoFLOP budget for the approaches
 that fit per budget), refits, and reports percentile intervals of every parameter and of N_opt and
-D_opt at a budget. Refits are spread over worker processes.
+D_opt at a budget. Refits are spread over worker processes. For approaches 2 and 3 it also gives a
+band: per compute C on a grid over the points' range, the interval of N_opt(C) and D_opt(C) over
+the resamples' fitted allocation laws (what a plot of N_opt against C shades).
 """
 
 from __future__ import annotations
@@ -106,12 +108,65 @@ def bootstrap(
         values = np.array([f[key] for f in ok if key in f])
         if len(values):
             intervals[key] = [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+    # Every refit's numbers, aligned by resample (NaN where one lacks a key): what bands are made of.
+    names = sorted({key for f in ok for key in f})
+    samples = {key: np.array([f.get(key, np.nan) for f in ok]) for key in names}
     return {
         "intervals": intervals,
         "resamples": resamples,
         "failed": resamples - len(ok),
         "confidence": confidence,
+        "_samples": samples,
     }
+
+
+def allocation_grid(points: Points, budget: float | None = None, size: int = 41) -> np.ndarray:
+    """The compute values at which allocation laws are evaluated and plotted: from half the
+    smallest to twice the largest C of the points (or of `budget`), evenly in log C."""
+    C = points.C if points.C is not None else points.flops_per_param_token() * points.N * points.D
+    lo, hi = float(C.min()), float(C.max())
+    if budget is not None:
+        lo, hi = min(lo, budget), max(hi, budget)
+    return np.geomspace(lo / 2, hi * 2, size)
+
+
+def allocation(approach: str, params: dict[str, Any], C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """N_opt(C) and D_opt(C) of fitted allocation laws, vectorised: `params` holds scalars (one fit)
+    or arrays [R] (R bootstrap refits) of the approach's parameters; the result is [R, len(C)]
+    (or [len(C)]). Approach 3 refits without an allocation (alpha or beta 0) give NaN."""
+    C = np.asarray(C, np.float64)
+    # A trailing axis for C: scalars broadcast to [len(C)], arrays [R] to [R, len(C)].
+    get = lambda key: np.asarray(params[key], np.float64)[..., None]
+    if approach == "2":
+        N, D = get("k_N") * C ** get("a"), get("k_D") * C ** get("b")
+    elif approach == "3":
+        alpha, beta, k = get("alpha"), get("beta"), get("flops_per_param_token")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            G = (alpha * get("A") / (beta * get("B"))) ** (1 / (alpha + beta))
+            N = np.where((alpha > 0) & (beta > 0), G * (C / k) ** (beta / (alpha + beta)), np.nan)
+            D = C / k / N
+    else:
+        raise FitError(f"approach {approach!r} has no compute-optimal allocation")
+    return N, D
+
+
+def allocation_band(approach: str, samples: dict[str, np.ndarray], C: np.ndarray, confidence: float) -> dict[str, Any]:
+    """Percentile bands of N_opt(C) and D_opt(C) over bootstrap refits, JSON-ready:
+    ``{"C": [...], "N_opt": {"lower": [...], "upper": [...]}, "D_opt": {...}}``."""
+    tail = 100 * (1 - confidence) / 2
+    band: dict[str, Any] = {"C": [float(c) for c in C], "confidence": confidence}
+    for key, values in zip(("N_opt", "D_opt"), allocation(approach, samples, C), strict=True):
+        lower, upper = np.nanpercentile(values, [tail, 100 - tail], axis=0)
+        band[key] = {"lower": lower.tolist(), "upper": upper.tolist()}
+    return band
+
+
+def public(result: dict[str, Any]) -> dict[str, Any]:
+    """A fit result without its in-memory parts (keys starting with ``_``: bootstrap samples), for
+    JSON; a dict of results (several approaches) is handled key by key."""
+    if "approach" not in result:
+        return {key: public(value) for key, value in result.items()}
+    return {key: value for key, value in result.items() if not key.startswith("_")}
 
 
 def run_fit(
@@ -125,7 +180,9 @@ def run_fit(
     starts: int = 64,
 ) -> dict[str, Any]:
     """The fit of `approach` ("power", "2" or "3"), with bootstrap intervals when `resamples` > 0,
-    as one JSON-ready dict. `starts`: approach 3's L-BFGS-B starts (0: the whole grid)."""
+    as one dict. `starts`: approach 3's L-BFGS-B starts (0: the whole grid). With resamples it also
+    holds ``band`` (approaches 2 and 3: `allocation_band` over `allocation_grid`) and ``_samples``
+    (every refit's parameters, arrays for plots; `public` leaves them out of the JSON)."""
     if approach not in APPROACHES:
         raise FitError(f"unknown approach {approach!r}; expected one of {sorted(APPROACHES)}")
     spec = APPROACHES[approach]
@@ -147,6 +204,11 @@ def run_fit(
             points, approach, fit, resamples, budget, confidence, seed, fit_kwargs=fit_kwargs
         )
         result["intervals"] = result["bootstrap"].pop("intervals")
+        result["_samples"] = result["bootstrap"].pop("_samples")
+        # Approach 3 with alpha or beta 0 has no allocation to draw a band of.
+        if approach == "2" or (approach == "3" and fit["alpha"] > 0 and fit["beta"] > 0):
+            grid = allocation_grid(points, budget)
+            result["band"] = allocation_band(approach, result["_samples"], grid, confidence)
     return result
 
 

@@ -1,10 +1,12 @@
 """The observations a scaling fit reads: (N, D, loss) per run, and the compute C where known.
 
 Two sources:
-- a CSV with columns ``N,D,loss`` and optionally ``C`` (and ``name``); extra columns are ignored,
+- a CSV with columns ``N,D,loss`` and optionally ``C``, ``budget`` (the nominal IsoFLOP budget,
+  which groups the points as a sweep's coordinates do) and ``name``; extra columns are ignored,
   and so are empty unnamed ones (a trailing comma on every line). UTF-8 (with or without a BOM) and
   UTF-16 (with a BOM) are read; a header without commas but with tabs or semicolons sets that
-  separator;
+  separator. `write_points` writes such a CSV (with full float precision, so a fit of it equals a
+  fit of the sweep directory it came from);
 - a sweep directory (or any directory of run directories): each run's ``summary.json`` gives
   D (tokens trained on) and the final validation loss, its ``config.json`` gives N and C under the
   sweep's FLOPs definition and the IsoFLOP budget it belongs to. A run whose files cannot be read
@@ -25,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from lmx import atomic
 from lmx.config import Config
 from lmx.data.text_files import read_text
 from lmx.errors import ConfigError, DataError
 from lmx.model.flops import flops_per_token, param_counts
 
-EXPECTED = "expected a CSV with the header N,D,loss (and optionally C, name) or a sweep directory"
+EXPECTED = "expected a CSV with the header N,D,loss (and optionally C, budget, name) or a sweep directory"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,9 @@ class Points:
     # Runs with a summary.json whose files cannot be read or used, left out: (run name, why), the
     # why naming the file, e.g. ("b", "summary.json: cut off at line 3 (killed while writing?)").
     unusable: tuple[tuple[str, str], ...] = ()
+    # Per point, what else its run recorded (sweep directories only: steps, final evaluation,
+    # training time, model shape, sweep coordinates): extra columns of `write_points`.
+    details: tuple[dict[str, Any], ...] = ()
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -124,7 +130,7 @@ def read_csv(path: str | Path) -> Points:
             raise DataError(f"{path}: no header and no data, only separators; {EXPECTED}")
         columns = [c.strip() for c in header]
         index = {}
-        for key in ("N", "D", "loss", "C", "name"):
+        for key in ("N", "D", "loss", "C", "budget", "name"):
             where = [i for i, c in enumerate(columns) if c == key]
             if len(where) > 1:
                 raise DataError(f"{path}:{header_line}: column {key} appears {len(where)} times in the header")
@@ -140,10 +146,10 @@ def read_csv(path: str | Path) -> Points:
                 else ""
             )
             raise DataError(
-                f"{path}: missing column(s) {', '.join(missing)}; expected N,D,loss and optionally C "
+                f"{path}: missing column(s) {', '.join(missing)}; expected N,D,loss and optionally C, budget "
                 f"(the header, line {header_line}, is {found!r}{hint})"
             )
-        numeric = [k for k in ("N", "D", "loss", "C") if k in index]
+        numeric = [k for k in ("N", "D", "loss", "C", "budget") if k in index]
         needed = max(index[k] for k in numeric) + 1  # a row may leave out a name at the end
         rows: dict[str, list[float]] = {k: [] for k in numeric}
         names = []
@@ -180,7 +186,40 @@ def read_csv(path: str | Path) -> Points:
     if not names:
         raise DataError(f"{path}: no data rows (only the header, line {header_line})")
     arrays = {k: np.asarray(v, np.float64) for k, v in rows.items()}
-    return Points(arrays["N"], arrays["D"], arrays["loss"], arrays.get("C"), None, tuple(names), str(path))
+    return Points(
+        arrays["N"], arrays["D"], arrays["loss"], arrays.get("C"), arrays.get("budget"), tuple(names), str(path)
+    )
+
+
+def write_points(points: Points, path: str | Path) -> Path:
+    """`points` as a CSV that `read_csv` reads back to the same arrays: one row per point with
+    name, budget (when known), N, D, C (when known) and loss, floats written with repr (exact),
+    then the points' `details` as extra columns (which the reader ignores)."""
+    columns = ["name"] + (["budget"] if points.budget is not None else []) + ["N", "D"]
+    columns += (["C"] if points.C is not None else []) + ["loss"]
+    extra = list(dict.fromkeys(key for detail in points.details for key in detail if key not in columns))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns + extra)
+    for i, name in enumerate(points.names):
+        arrays = {"budget": points.budget, "N": points.N, "D": points.D, "C": points.C, "loss": points.loss}
+        row = [name] + [repr(float(arrays[key][i])) for key in columns[1:]]
+        detail = points.details[i] if points.details else {}
+        writer.writerow(row + [_cell(detail.get(key)) for key in extra])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, out.getvalue())
+    return path
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str | int):  # bools too
+        return str(value)
+    return json.dumps(value)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -227,9 +266,10 @@ def _positive(summary: dict[str, Any], key: str, label: str) -> float:
     return float(value)
 
 
-def _read_run(run_dir: Path, metric: str) -> tuple[float, float, float, float, float]:
-    """(N, D, loss, C, budget) of a finished run; a DataError naming the file (relative to the run
-    directory) when its summary.json or config.json cannot be read or used."""
+def _read_run(run_dir: Path, metric: str) -> tuple[tuple[float, float, float, float, float], dict[str, Any]]:
+    """(N, D, loss, C, budget) of a finished run and its details (see `_details`); a DataError
+    naming the file (relative to the run directory) when its summary.json or config.json cannot be
+    read or used."""
     summary = read_json_object(run_dir / "summary.json", "summary.json")
     final_eval = summary.get("final_eval")
     if not isinstance(final_eval, dict) or metric not in final_eval:
@@ -249,23 +289,40 @@ def _read_run(run_dir: Path, metric: str) -> tuple[float, float, float, float, f
     definition = cfg.sweep.coord("flops_definition", "detailed")
     n = param_counts(cfg.model).by_definition(definition)
     c = flops_per_token(cfg.model, cfg.data.seq_len, definition) * tokens
-    return n, tokens, float(value), c, cfg.sweep.coord("budget", math.nan)
+    return (n, tokens, float(value), c, cfg.sweep.coord("budget", math.nan)), _details(summary, cfg)
+
+
+def _details(summary: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """What a saved points file keeps of a run beyond (N, D, C, loss): the summary's steps, tokens
+    and training time, every final evaluation number, the model's shape and the sweep coordinates."""
+    out: dict[str, Any] = {
+        "train.steps": cfg.train.steps,
+        **{key: summary[key] for key in ("steps", "tokens", "params", "train_time_s") if key in summary},
+    }
+    out.update({k: v for k, v in summary.get("final_eval", {}).items() if isinstance(v, int | float)})
+    for key in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab_size"):
+        out[f"model.{key}"] = getattr(cfg.model, key)
+    out["data.seq_len"] = cfg.data.seq_len
+    out.update({f"sweep.{key}": value for key, value in cfg.sweep.coords})
+    return out
 
 
 def read_runs(sweep_dir: str | Path, metric: str = "eval/loss") -> Points:
     """Every finished run (a ``*/summary.json``) directly under `sweep_dir`; runs whose files cannot
     be read are left out and named in `Points.unusable`."""
     sweep_dir = Path(sweep_dir)
-    rows, names, unusable = [], [], []
+    rows, names, unusable, details = [], [], [], []
     for summary_path in sorted(sweep_dir.glob("*/summary.json")):
         if not summary_path.is_file():
             continue
         run_dir = summary_path.parent
         try:
-            rows.append(_read_run(run_dir, metric))
+            row, detail = _read_run(run_dir, metric)
         except DataError as e:
             unusable.append((run_dir.name, str(e)))
             continue
+        rows.append(row)
+        details.append(detail)
         names.append(run_dir.name)
     unfinished = tuple(
         sorted(p.parent.name for p in sweep_dir.glob("*/config.json") if not (p.parent / "summary.json").exists())
@@ -283,6 +340,7 @@ def read_runs(sweep_dir: str | Path, metric: str = "eval/loss") -> Points:
         str(sweep_dir),
         unfinished,
         tuple(unusable),
+        tuple(details),
     )
 
 
