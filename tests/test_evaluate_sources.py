@@ -229,3 +229,77 @@ def test_k_shot_accuracy_rises_with_k_on_a_model_trained_for_retrieval(tmp_path,
     assert accuracy[0] < 0.35
     assert accuracy[8] > accuracy[2] > accuracy[0]
     assert accuracy[8] >= accuracy[0] + 0.25
+
+
+def pair_records():
+    """Preference records of two tasks, and one pair too long for a 64-token sequence (dropped)."""
+    copy = [{"prompt": f"copy {i} {i + 1}", "chosen": f"{i} {i + 1}", "rejected": f"{i + 1} {i}"} for i in range(7)]
+    add = [{"prompt": f"add {i} 3", "chosen": str(i + 3), "rejected": str(i + 4)} for i in range(5)]
+    long = {"prompt": "copy " + " ".join(["7"] * 80), "chosen": "7", "rejected": "8", "task": "copy"}
+    return [*({**r, "task": "copy"} for r in copy), *({**r, "task": "add"} for r in add), long]
+
+
+def check_per_task(metrics, accuracy_key, counts):
+    """Per-task metrics hold each task's own pairs, and weighted by them they give the overall ones."""
+    per_task = metrics["per_task"]
+    assert {task: m["pairs"] for task, m in per_task.items()} == counts
+    assert metrics["pairs"] == sum(counts.values())
+    for key in (accuracy_key, "loss", "margin"):
+        weighted = sum(m[key] * m["pairs"] for m in per_task.values()) / metrics["pairs"]
+        assert weighted == pytest.approx(metrics[key], rel=1e-5, abs=1e-6), key
+
+
+def test_pairs_eval_of_a_preference_run_breaks_down_by_task(full_run, tmp_path, capsys):
+    """`lmx eval RUN --pairs FILE` per task: the 30-step run as a preference policy against its
+    own step-10 checkpoint as the reference (no training needed)."""
+    _, run_dir, _ = full_run
+    pref = tmp_path / "pref"
+    shutil.copytree(run_dir, pref)
+    config = json.loads((pref / "config.json").read_text())
+    init_from = str(run_dir / "checkpoints" / "10")
+    config["objective"] = {"kind": "preference", "init_from": init_from, "train_files": "unused.jsonl"}
+    (pref / "config.json").write_text(json.dumps(config))
+    records = pair_records()
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["eval", str(pref), "--pairs", str(tmp_path / "pairs.jsonl")]) == 0
+    out = capsys.readouterr().out
+    written = json.loads(next(pref.glob("eval-pairs-*-step30.json")).read_text())
+    # The long copy pair is dropped: the tasks still line up with the pairs that were kept.
+    check_per_task(written, "reward_accuracy", {"add": 5, "copy": 7})
+    assert 0 < written["reward_accuracy"] < 1  # the two checkpoints differ: not a degenerate check
+    for task, m in written["per_task"].items():
+        assert f"  task {task}: held-out loss {m['loss']:.4f}, reward accuracy {m['reward_accuracy']:.3f}" in out
+        assert f"over {m['pairs']} pairs" in out
+
+
+def test_pairs_eval_of_a_reward_model_breaks_down_by_task(cpu_devices):
+    """The same breakdown for a reward model (an untrained one, through the library: the CLI path
+    is the preference run's); each task's metrics are those of its pairs evaluated alone."""
+    from conftest import tiny_config
+
+    from lmx.data.preference import PreferencePair
+    from lmx.objectives.pairs import evaluate_pairs
+    from lmx.objectives.registry import objective_of
+
+    cfg = tiny_config(**{"objective.kind": "reward_model", "objective.train_files": "unused.jsonl", "mesh.data": 1})
+    objective = objective_of(cfg)
+    model = objective.make_model(cfg)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
+    params = jax.tree.map(lambda x: 8 * x, params)  # sharper scores: accuracies away from ties
+    mesh = make_mesh(cfg.mesh, cpu_devices[:1])
+    rng = np.random.default_rng(0)
+
+    def pair():
+        ids = [rng.integers(4, 64, n).astype(np.int32) for n in rng.integers(1, 6, 3)]
+        return PreferencePair(ids[0], np.append(ids[1], 2), np.append(ids[2], 2))
+
+    pairs = [pair() for _ in range(21)]
+    tasks = ["sort"] * 9 + ["reverse"] * 12
+    metrics = evaluate_pairs(cfg, objective, mesh, model, params, pairs, 0, tasks=tasks)
+    check_per_task(metrics, "accuracy", {"reverse": 12, "sort": 9})
+    alone = evaluate_pairs(cfg, objective, mesh, model, params, pairs[:9], 0)
+    assert alone["per_task"] == {}
+    for key, value in alone.items():
+        if key != "per_task":
+            assert metrics["per_task"]["sort"][key] == pytest.approx(value, rel=1e-6), key
+    assert "z_loss" not in metrics and "examples" not in metrics and "tokens" not in metrics

@@ -196,3 +196,46 @@ def test_generate_refuses_a_reward_model_and_shows_its_defaults(full_run, tmp_pa
         main(["generate", "--help"])
     out = capsys.readouterr().out
     assert "(default: 64)" in out and "(default: 1.0)" in out
+    flat = " ".join(out.split())  # the chat flag's default follows the run: its help says so, no "None"
+    assert "--chat, --no-chat render each prompt" in flat and "off for pretraining) --max-new-tokens" in flat
+
+
+def test_chat_mode_on_a_pretraining_run_answers_through_the_template_with_a_note(full_run, tmp_path, capsys):
+    """`--chat` is off by default for a pretraining run (the CLI test above continues raw text); asked
+    for, it renders each prompt as `lmx eval --responses` does and prints the answers alone."""
+    from lmx.data.chat import ChatTemplate, Message
+    from lmx.infer.chat_eval import AnswerItem, exact_match
+
+    _, run_dir, _ = full_run
+    records = [
+        {"prompt": "def main("},
+        {"system": "Answer in Python.", "prompt": "import os"},
+        {"messages": [{"role": "user", "content": "class A:"}, {"role": "assistant", "content": "pass"}]},
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = ["generate", str(run_dir), "--chat", "--max-new-tokens", "8", "--temperature", "0", "--batch-size", "3"]
+    assert main([*args, "--prompts-file", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "was not trained on the chat template (objective.kind='pretrain')" in captured.err
+    conversations = [
+        [Message("user", "def main(")],
+        [Message("system", "Answer in Python."), Message("user", "import os")],
+        [Message("user", "class A:")],  # the trailing assistant message is a reference answer: left out
+    ]
+    run = load_run(run_dir)
+    template = ChatTemplate(run.require_tokenizer())
+    generator = Generator(run.model, run.params, run.mesh, run.cfg.mesh.rules, 3, template.eos_id, template.pad_id)
+    items = [AnswerItem(f"{path}:{i + 1}", c, "unused", "") for i, c in enumerate(conversations)]
+    expected = exact_match(generator, template, items, 8).predictions
+    blocks = captured.out.split("=== ")[1:]
+    assert len(blocks) == 3
+    for block, item, prediction in zip(blocks, items, expected, strict=True):
+        header, body = block.split("\n", 1)
+        assert header.startswith(f"{item.where} (")
+        turns = [f"[{m.role}] {m.content}" for m in item.messages]
+        assert body == "\n".join([*turns, f"[assistant] {prediction['answer']}"]) + "\n"
+    assert "<|" not in captured.out  # no template tokens in what is printed
+    (tmp_path / "empty.txt").write_text("a\n\n")
+    assert main([*args, "--prompts-file", str(tmp_path / "empty.txt")]) == 2
+    assert "empty.txt:2: empty prompt" in capsys.readouterr().err

@@ -17,8 +17,11 @@ import pytest
 
 from lmx.cli import main
 from lmx.config import Config
+from lmx.data.chat import ChatTemplate, Message
 from lmx.data.synth import prompts_in, write_synth_tasks
-from lmx.infer.chat_eval import evaluate_pairs_run, exact_match_run
+from lmx.infer.chat_eval import AnswerItem, evaluate_pairs_run, exact_match, exact_match_run
+from lmx.infer.generate import Generator
+from lmx.infer.runs import load_run
 from lmx.train.loop import train
 
 pytestmark = pytest.mark.slow
@@ -90,6 +93,33 @@ def test_sft_answers_held_out_prompts_the_pretrained_model_cannot(full_run, sft_
     # Evaluation rows say what they count, and name no z-loss when the run has none.
     final = json.loads((sft_run / "summary.json").read_text())["final_eval"]
     assert "eval/response_tokens" in final and "eval/examples" not in final and "eval/z_loss" not in final
+
+
+def test_generate_answers_an_sft_run_through_the_chat_template(sft_run, capsys, cpu_devices):
+    """`lmx generate` on an SFT run renders the prompt as a user turn of the chat template by default
+    and prints the answer alone: `lmx eval --responses`'s greedy answer to the same prompt. With
+    --no-chat it continues the raw text instead."""
+    prompt = "copy 3 1 4"  # lmx.data.synth's copy task
+    assert main(["generate", str(sft_run), "--prompt", prompt, "--temperature", "0"]) == 0
+    chat = capsys.readouterr()
+    assert "not trained on the chat template" not in chat.err and "stopped by eos" in chat.err
+    run = load_run(sft_run, devices=cpu_devices[:1])
+    template = ChatTemplate(run.require_tokenizer())
+    generator = Generator(run.model, run.params, run.mesh, run.cfg.mesh.rules, 1, template.eos_id, template.pad_id)
+    item = AnswerItem("--prompt", [Message("user", prompt)], "3 1 4", "copy")
+    # The budget the command uses (its default 64, lowered to what the 64-token context leaves), so
+    # that both decode the same padded batch.
+    budget = run.cfg.model.max_seq_len - len(template.prompt_ids(item.messages))
+    (expected,) = exact_match(generator, template, [item], budget).predictions
+    assert chat.out == expected["answer"] + "\n"
+    assert expected["correct"]  # the SFT model answers its easiest task (copy: near 1.0 held out)
+
+    assert main(["generate", str(sft_run), "--prompt", prompt, "--temperature", "0", "--no-chat"]) == 0
+    raw = capsys.readouterr().out
+    raw_ids = template.tokenizer.encode(prompt)
+    (continuation,) = generator.generate([raw_ids], run.cfg.model.max_seq_len - len(raw_ids))
+    print(f"chat answer {chat.out!r}, exact match's {expected['answer']!r}, raw continuation {raw!r}")
+    assert raw == prompt + template.tokenizer.decode(continuation.tokens) + "\n" and raw != chat.out
 
 
 def test_dpo_separates_held_out_pairs_and_the_margin_grows(full_run, sft_run, judged, tmp_path, cpu_devices):

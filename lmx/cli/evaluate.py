@@ -92,7 +92,10 @@ def _eval_pairs(args: argparse.Namespace) -> int:
     from lmx.objectives.registry import objective_of
 
     step, metrics = evaluate_pairs_run(args.run_dir, args.pairs, args.step)
-    print(f"{args.pairs}: {objective_of(read_run_config(args.run_dir)).describe(metrics)}")
+    describe = objective_of(read_run_config(args.run_dir)).describe
+    print(f"{args.pairs}: {describe(metrics)}")
+    for task, task_metrics in metrics["per_task"].items():  # the records' "task" field, when they have one
+        print(f"  task {task}: {describe(task_metrics)}")
     out = Path(args.run_dir) / f"eval-pairs-{slug(args.pairs)}-step{step}.json"
     atomic.write_text(out, json.dumps({"step": step, "file": args.pairs, **metrics}, indent=2) + "\n")
     print(f"wrote {out}")

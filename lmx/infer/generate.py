@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lmx.config import ModelConfig
-from lmx.data.chat import jsonl_records, text_field
+from lmx.data.chat import Message, jsonl_records, parse_messages, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 from lmx.infer.sampling import GREEDY, Sampling, sample
@@ -280,6 +280,37 @@ def read_prompts(path: str | Path) -> tuple[list[str], list[str]]:
     if not texts:
         raise DataError(f"{path}: no prompts")
     return texts, names
+
+
+def read_chat_prompts(path: str | Path) -> tuple[list[list[Message]], list[str]]:
+    """``(conversations, names)`` for chat mode (`lmx generate --chat`): each line of a text file
+    is one user message; each JSONL record a chat prompt as lmx.data.chat reads them (``prompt``
+    with an optional ``system``, or ``messages``). A trailing assistant message is an SFT record's
+    reference answer and is left out, as `lmx eval --responses` does; its ``response`` is ignored."""
+    if not str(path).endswith(".jsonl"):
+        texts, names = read_prompts(path)
+        conversations = [[Message("user", text)] for text in texts]
+    else:
+        conversations, names = [], []
+        for where, record in jsonl_records(str(path)):
+            messages = parse_messages(record, where)
+            if messages[-1].role == "assistant":
+                messages = messages[:-1]
+            conversations.append(messages)
+            names.append(where)
+        if not conversations:
+            raise DataError(f"{path}: no prompts")
+    check_chat_prompts(conversations, names)
+    return conversations, names
+
+
+def check_chat_prompts(conversations: Sequence[Sequence[Message]], names: Sequence[str]) -> None:
+    """Raises DataError naming the first conversation with nothing to answer. The template's own
+    tokens would make any prompt non-empty, so an empty one is caught here rather than by
+    `check_prompts`."""
+    for messages, name in zip(conversations, names, strict=True):
+        if not any(m.content for m in messages):
+            raise DataError(f"{name}: empty prompt (no message to answer)")
 
 
 class TextStream:

@@ -96,6 +96,43 @@ def make_objective_eval_step(loss_fn: LossFn, mesh: Mesh, rules: Rules) -> Calla
     return partitioned(jax.jit(step, in_shardings=(None, step_batch_sharding(mesh), None), out_shardings=replicated))
 
 
+def objective_sums(
+    eval_step: Callable[..., dict[str, jax.Array]],
+    cfg: Config,
+    mesh: Mesh,
+    params: Any,
+    source: Records,
+    max_batches: int = 0,
+    frozen: Any = None,
+) -> dict[str, float]:
+    """Sums of an objective's loss and stats (``weight`` included) over `source`'s records, in
+    order; they stay on the devices until the end. Sums, not means, so that the sums of parts (the
+    tasks of a file) add up to the whole's exactly."""
+    sharding = step_batch_sharding(mesh)
+    batch_size = eval_batch_size(cfg, mesh)
+    totals = None
+    for batch in eval_batches(source, batch_size, max_batches, jax.process_index(), jax.process_count()):
+        batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+        out = eval_step(params, batch, frozen)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    if totals is None:
+        raise DataError("no examples to evaluate")
+    return {k: float(v) for k, v in jax.device_get(totals).items()}
+
+
+def objective_means(cfg: Config, totals: Mapping[str, float], evaluated: int, count_name: str) -> dict[str, float]:
+    """Means of `objective_sums`' sums over their weight, which is kept as `count_name`.
+    `evaluated`: the records summed, for the error a non-finite loss raises
+    (`lmx.objectives.lm_eval.check_finite_loss`)."""
+    totals = dict(totals)
+    check_finite_loss(totals["loss"], evaluated, count_name)
+    metrics = {k: float(v) for k, v in means_from_sums(totals.pop("loss"), totals).items()}
+    metrics[count_name] = metrics.pop("tokens")
+    if not cfg.train.z_loss:  # as in the training rows: no z-loss term, no z-loss metric
+        metrics.pop("z_loss", None)
+    return metrics
+
+
 def evaluate_objective(
     eval_step: Callable[..., dict[str, jax.Array]],
     cfg: Config,
@@ -106,27 +143,19 @@ def evaluate_objective(
     frozen: Any = None,
     count_name: str = "examples",
 ) -> dict[str, float]:
-    """Means of an objective's loss and stats over `source`'s records, in order (`count_name`
-    holds the loss's total weight); sums stay on the devices until the end. A non-finite summed
-    loss raises DataError (`lmx.objectives.lm_eval.check_finite_loss`)."""
-
-    sharding = step_batch_sharding(mesh)
+    """Means of an objective's loss and stats over `source`'s records (`count_name` holds the
+    loss's total weight). A non-finite summed loss raises DataError."""
+    totals = objective_sums(eval_step, cfg, mesh, params, source, max_batches, frozen)
     batch_size = eval_batch_size(cfg, mesh)
-    totals = None
-    for batch in eval_batches(source, batch_size, max_batches, jax.process_index(), jax.process_count()):
-        batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-        out = eval_step(params, batch, frozen)
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    if totals is None:
-        raise DataError("no examples to evaluate")
-    totals = {k: float(v) for k, v in jax.device_get(totals).items()}
     evaluated = min(len(source), max_batches * batch_size) if max_batches else len(source)
-    check_finite_loss(totals["loss"], evaluated, count_name)
-    metrics = {k: float(v) for k, v in means_from_sums(totals.pop("loss"), totals).items()}
-    metrics[count_name] = metrics.pop("tokens")
-    if not cfg.train.z_loss:  # as in the training rows: no z-loss term, no z-loss metric
-        metrics.pop("z_loss", None)
-    return metrics
+    return objective_means(cfg, totals, evaluated, count_name)
+
+
+def trained_on_chat_template(objective: Objective) -> bool:
+    """Whether `objective` trains on chat JSONL through the chat template (its config section is a
+    `ChatObjectiveConfig`: SFT, preference, reward model, or a user's own), so that its model
+    expects prompts rendered through that template (`lmx generate --chat`)."""
+    return issubclass(objective.config_class, ChatObjectiveConfig)
 
 
 class ChatTask:

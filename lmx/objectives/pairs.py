@@ -4,6 +4,7 @@ are empty (the padding rows of an evaluation batch) weigh nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ from lmx.config import Config
 from lmx.data.chat import ChatStats
 from lmx.data.preference import PreferencePair, pair_record, preference_batches, read_preference
 from lmx.objectives.base import Array, Objective, row_spec
-from lmx.objectives.chat import ChatTask, Records, evaluate_objective, make_objective_eval_step
+from lmx.objectives.chat import ChatTask, Records, make_objective_eval_step, objective_means, objective_sums
 from lmx.objectives.losses import response_logps
 from lmx.parallel.mapping import Batch
 
@@ -151,8 +152,30 @@ def evaluate_pairs(
     pairs: list[PreferencePair],
     pad_id: int,
     frozen: Any = None,
-) -> dict[str, float]:
-    """`objective`'s loss and stats (means over pairs) on `pairs`; `frozen`: reference parameters."""
-    source = Records(len(pairs), lambda i: pair_record(pairs[i], cfg.data.seq_len, pad_id))
+    tasks: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """`objective`'s loss and stats (means over pairs) on `pairs`; `frozen`: reference parameters.
+
+    ``per_task`` maps each task named in `tasks` (one name per pair, "" for none) to the same
+    metrics over its own pairs. Each task's sums are computed once and the overall metrics are
+    their total, so the pair-weighted mean of the tasks' metrics is the overall one.
+    """
+    if tasks is not None and len(tasks) != len(pairs):
+        raise ValueError(f"{len(tasks)} task names for {len(pairs)} pairs")
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks if tasks is not None else [""] * len(pairs)):
+        groups.setdefault(task, []).append(i)
     eval_step = make_objective_eval_step(objective.make_loss(model, cfg), mesh, cfg.mesh.rules)
-    return evaluate_objective(eval_step, cfg, mesh, params, source, 0, frozen, "pairs")
+    sums: dict[str, dict[str, float]] = {}
+    for task, indices in groups.items():
+        source = Records(len(indices), lambda i, ix=indices: pair_record(pairs[ix[i]], cfg.data.seq_len, pad_id))
+        sums[task] = objective_sums(eval_step, cfg, mesh, params, source, 0, frozen)
+    total = {k: sum(s[k] for s in sums.values()) for k in next(iter(sums.values()))}
+
+    def means(sums: dict[str, float], n: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = objective_means(cfg, sums, n, "pairs")
+        metrics["pairs"] = round(metrics["pairs"])  # a count (summed as a float on the devices)
+        return metrics
+
+    per_task = {task: means(sums[task], len(groups[task])) for task in sorted(groups) if task}
+    return {**means(total, len(pairs)), "per_task": per_task}
