@@ -10,9 +10,11 @@ directory (printed), never to benchmarks/results/ unless `--out` names it.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import platform
+import subprocess
 import sysconfig
 import tempfile
 import time
@@ -23,7 +25,7 @@ from typing import Any
 import jax
 
 from lmx.hostmem import retain_freed_memory
-from lmx.parallel.hardware import time_matmul_flops
+from lmx.parallel.hardware import describe_machine, time_matmul_flops
 
 # As in the `lmx` command: XLA's freed host memory is reused, not faulted in again every step.
 HOST_MEMORY_RETAINED = retain_freed_memory()
@@ -110,21 +112,48 @@ def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
     return time_matmul_flops(n, repeats=repeats)
 
 
+def git_commit() -> dict[str, Any]:
+    """The repository's commit, and whether the working tree differed from it (then the figures
+    belong to uncommitted code)."""
+    root = RESULTS.parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "-uno")),
+    }
+
+
+def provenance(smoke: bool = False) -> dict[str, Any]:
+    """When, on what code and on what machine a result was measured, with a reference throughput
+    measured at the same time (the float32 matmul ceiling): a reader compares their own ceiling
+    with it to tell a slower machine from a slower lmx."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        **git_commit(),
+        "machine": machine(),
+        "matmul_ceiling_flops_per_s": matmul_ceiling(n=256 if smoke else 2048, repeats=3 if smoke else 10),
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
+        **describe_machine(),
         "host_memory_retained": HOST_MEMORY_RETAINED,
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind,
         "processor": platform.processor() or platform.machine(),
     }
 
 
 def write_results(name: str, payload: dict[str, Any], out: Path = RESULTS, smoke: bool = False) -> Path:
-    """Writes `out/NAME.json`: the machine, then `payload`; a smoke run's results say so."""
+    """Writes `out/NAME.json`: the provenance (date, commit, machine, ceiling), then `payload`; a
+    smoke run's results say so."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
     marker = {"smoke": True} if smoke else {}
-    path.write_text(json.dumps({"machine": machine(), **marker, **payload}, indent=2) + "\n")
+    path.write_text(json.dumps({**provenance(smoke), **marker, **payload}, indent=2) + "\n")
     return path

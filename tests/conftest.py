@@ -4,12 +4,28 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("WANDB_MODE", "offline")
+# One XLA compilation cache for the session, inherited by every `lmx` subprocess a test starts: a
+# shape compiled once (the tiny model of many runs and relaunches) is loaded, not compiled again.
+# It holds compiled programs only, so results are the same with or without it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lmx-tests-xla-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import subprocess
+import sys
 import sysconfig
+from pathlib import Path
 
 import jax
 import pytest
+
+# benchmarks/ holds the scripts the docs' figures come from and the runner of the docs' commands
+# (doc_commands.py), which tests/test_docs_*.py import.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from lmx.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, load_config
 from lmx.data.corpus import Corpus
@@ -86,3 +102,16 @@ def tokenizer(tmp_path_factory):
     stdlib = Corpus.parse("stdlib")
     path = tmp_path_factory.mktemp("tok") / "sp.model"
     return train_tokenizer((d.text for d in stdlib.documents("train")), path, vocab_size=1024, max_bytes=2_000_000)
+
+
+@pytest.fixture(scope="session")
+def stdlib_data(tmp_path_factory) -> Path:
+    """configs/tiny.py's data (its tokenizer and token files) prepared once and shared by the
+    sections that train it; the README's main job prepares its own from nothing."""
+    from doc_support import environment, prepare_directory
+
+    directory = prepare_directory(tmp_path_factory.mktemp("stdlib_data"))
+    subprocess.run(
+        ["lmx", "data", "prepare", "configs/tiny.py"], cwd=directory, env=environment(), check=True, capture_output=True
+    )
+    return directory / "data"

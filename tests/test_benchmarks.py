@@ -14,7 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "benchmarks"
 
-MACHINE = {"host_memory_retained", "jax", "backend", "devices", "device_kind", "processor"}
+MACHINE = {"cpu", "cores", "jax", "backend", "devices", "device_kind", "host_memory_retained", "processor"}
+PROVENANCE = {"date", "commit", "dirty", "machine", "matmul_ceiling_flops_per_s"}
 
 # The top-level keys each benchmark's full run writes (besides "machine"), and for those that
 # report several runs, the keys of each run.
@@ -85,7 +86,9 @@ def recorded_results() -> dict[str, str]:
 
 
 def test_every_benchmark_has_a_smoke_test():
-    scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"common"}
+    # Not benchmarks: shared code, and the documented recipes at full budget, whose commands
+    # tests/test_docs.py runs at tiny budgets.
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"common", "doc_commands", "recipes", "tables"}
     assert scripts == set(KEYS)
 
 
@@ -105,7 +108,9 @@ def test_benchmark_smoke(name, tmp_path):
 
     results = json.loads((tmp_path / f"{name}.json").read_text())
     assert results["smoke"] is True
+    assert not PROVENANCE - set(results), f"missing: {PROVENANCE - set(results)}"
     assert not MACHINE - set(results["machine"])
+    assert results["matmul_ceiling_flops_per_s"] > 0
     assert results["machine"]["devices"] == jax.device_count()  # conftest's 8 devices reached the run
     assert not KEYS[name] - set(results), f"missing: {KEYS[name] - set(results)}"
     if name in RUN_KEYS:

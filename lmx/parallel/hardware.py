@@ -61,3 +61,35 @@ def peak_flops(devices: Sequence[jax.Device], per_device: float = 0.0) -> float:
         if name in kind:
             return flops * len(devices)
     return 0.0
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (Linux's /proc/cpuinfo), or the platform's machine type."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> dict[str, str | int]:
+    """What a measurement ran on, for results files: the CPU, its cores, the JAX version and the
+    devices, so that a reader can tell their machine from lmx when figures differ."""
+    import os
+    import platform
+
+    devices = jax.devices()
+    return {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "devices": len(devices),
+    }

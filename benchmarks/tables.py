@@ -1,0 +1,390 @@
+"""Renders the figures the docs publish from the results files that measured them.
+
+Every generated part of a Markdown file sits between `<!-- tables.py: NAME -->` and
+`<!-- /tables.py -->`; NAME picks a renderer below, which reads a results file (benchmarks/results/,
+experiments/*/) and writes the table or list, then a line saying when, on which commit and machine
+it was measured, and the matmul ceiling measured beside it (compare yours:
+`python -c "from lmx.parallel.hardware import time_matmul_flops as t; print(t() / 1e9)"`).
+
+    .venv/bin/python benchmarks/tables.py           # rewrites the generated parts in place
+    .venv/bin/python benchmarks/tables.py --check   # exit 1, naming them, when any is stale
+
+tests/test_docs.py runs `--check`, so a results file and the text it feeds cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ISOFLOP = ROOT / "experiments" / "isoflop_stdlib"
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "USER_GUIDE.md", ROOT / "BENCHMARKS.md", ISOFLOP / "README.md"]
+BLOCK = re.compile(r"(<!-- tables\.py: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tables\.py -->)", re.S)
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def provenance(results: dict[str, Any], source: str) -> str:
+    """The line under every generated table: when, on what, against which ceiling."""
+    if "date" not in results:
+        return f"_From `{source}`, recorded before results files carried their date, commit and machine._\n"
+    m = results["machine"]
+    dirty = " with uncommitted changes" if results.get("dirty") else ""
+    ceiling = results["matmul_ceiling_flops_per_s"] / 1e9
+    return (
+        f"_Measured {results['date']} on commit `{results['commit']}`{dirty}: {m['cpu']}, {m['cores']} cores, "
+        f"jax {m['jax']} ({m['backend']}, {m['devices']} device{'s' if m['devices'] > 1 else ''}); "
+        f"float32 matmul ceiling {ceiling:.0f} GFLOP/s. Source: `{source}`._\n"
+    )
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+# -------------------------------------------------------------------------------------------------
+# The documented recipes (benchmarks/recipes.py)
+
+
+def recipe_command_seconds(results: dict[str, Any], recipe: str, startswith: str) -> float:
+    return next(c["seconds"] for c in results["commands"][recipe] if c["command"].startswith(startswith))
+
+
+def main_job() -> str:
+    r = load("recipes")
+    s = r["runs"]["tiny"]["summary"]
+    final = s["final_eval"]
+    wall = recipe_command_seconds(r, "main_job", "python3 -m venv")
+    return (
+        f"- `lmx train configs/tiny.py` took {wall:.0f} s end to end: tokenizer, tokenizing 31 MB, compilation, "
+        f"{s['steps']} steps of {s['tokens'] // s['steps']:,} tokens ({s['train_time_s']:.0f} s of training), "
+        "the periodic evaluations and the final one.\n"
+        f"- The final validation loss was {final['eval/loss']:.4f} nats per token, against "
+        f"{s['unigram_loss']:.3f} for a unigram model of the corpus.\n"
+        f"- That is **{final['eval/bits_per_byte']:.4f} bits per byte** over the whole held-out split "
+        f"({final['eval/bytes']:,} bytes).\n\n" + provenance(r, "benchmarks/results/recipes.json")
+    )
+
+
+def _evaluation(run: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return next(v for k, v in run["evaluations"].items() if k.startswith(prefix))
+
+
+def _tasks(per_task: dict[str, Any], key: str | None = None) -> str:
+    return ", ".join(f"{t} {(v[key] if key else v):.3f}" for t, v in per_task.items())
+
+
+def post_training() -> str:
+    r = load("recipes")
+    runs = r["runs"]
+    rows = []
+    sft = _evaluation(runs["sft_tiny"], "eval-responses-")
+    rows.append(
+        [
+            "`sft_tiny`",
+            f"{runs['sft_tiny']['summary']['steps']:,}",
+            seconds(runs["sft_tiny"]["summary"]["train_time_s"]),
+            f"greedy exact match {sft['accuracy']:.3f} ({_tasks(sft['per_task'])}; {sft['items']} prompts)",
+        ]
+    )
+    dpo_pairs = _evaluation(runs["dpo_tiny"], "eval-pairs-")
+    dpo_answers = _evaluation(runs["dpo_tiny"], "eval-responses-")
+    rows.append(
+        [
+            "`dpo_tiny`",
+            f"{runs['dpo_tiny']['summary']['steps']:,}",
+            seconds(runs["dpo_tiny"]["summary"]["train_time_s"]),
+            f"reward accuracy {dpo_pairs['reward_accuracy']:.3f} ({_tasks(dpo_pairs['per_task'], 'reward_accuracy')}; "
+            f"{dpo_pairs['pairs']} pairs), margin {dpo_pairs['margin']:.2f}; greedy exact match "
+            f"{dpo_answers['accuracy']:.3f} ({_tasks(dpo_answers['per_task'])})",
+        ]
+    )
+    rm = _evaluation(runs["rm_tiny"], "eval-pairs-")
+    rows.append(
+        [
+            "`rm_tiny`",
+            f"{runs['rm_tiny']['summary']['steps']:,}",
+            seconds(runs["rm_tiny"]["summary"]["train_time_s"]),
+            f"pairwise accuracy **{rm['accuracy']:.3f}** ({_tasks(rm['per_task'], 'accuracy')}; {rm['pairs']} pairs)",
+        ]
+    )
+    gaps = [row for row in runs["dpo_tiny"]["eval_rows"] if "eval/chosen_logp_gap" in row]
+    first, last = gaps[0], gaps[-1]
+    return (
+        table(["run", "steps", "training time", "held-out result"], rows)
+        + f"\nDPO's held-out margin was {first['eval/margin']:.2f} at step {first['step']} and "
+        f"{last['eval/margin']:.2f} at step {last['step']}; the policy's log-probability of the chosen "
+        f"answers moved {last['eval/chosen_logp_gap']:+.2f} nats per response from the reference's, of the "
+        f"rejected ones {last['eval/rejected_logp_gap']:+.2f}.\n\n" + provenance(r, "benchmarks/results/recipes.json")
+    )
+
+
+def recall() -> str:
+    r = load("recipes")
+    rows = _evaluation(r["runs"]["icl_tiny"], "eval-task-")
+    rows = rows if isinstance(rows, list) else rows["rows"]
+    cells = [[row["shots"], f"{row['accuracy']:.3f}", row["items"]] for row in rows]
+    return (
+        table(["shots", "accuracy (summed log-prob)", "items"], cells)
+        + "\n"
+        + provenance(r, "benchmarks/results/recipes.json")
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def decode() -> str:
+    r = load("generate")
+    rows = []
+    for run in r["runs"]:
+        by = run["recompute_tokens_per_s_by_layers"]
+        best = max(by, key=by.get)
+        scanned = f"**{by['scanned']:.1f}**" if best == "scanned" else f"{by['scanned']:.1f}"
+        unrolled = f"**{by['unrolled']:.1f}**" if best == "unrolled" else f"{by['unrolled']:.1f}"
+        c = run["compilations"]
+        rows.append(
+            [
+                run["batch"],
+                f"{run['cached_tokens_per_s']:.1f}",
+                f"{scanned} / {unrolled}",
+                f"**{run['speedup']:.1f}x**",
+                f"prefill {c['prefill']}, step {c['step']}",
+            ]
+        )
+    header = ["batch", "cached tokens/s", "recompute tokens/s (scanned / unrolled)", "speedup", "compilations"]
+    return table(header, rows) + "\n" + provenance(r, "benchmarks/results/generate.json")
+
+
+def train_step() -> str:
+    r = load("train_step")
+    rows = [
+        [
+            Path(run["config"]).stem,
+            f"{run['params'] / 1e6:.1f}M",
+            f"{run['batch']} x {run['seq_len']}",
+            f"{run['step_s']:.3f} s",
+            f"{run['tokens_per_s']:,.0f}",
+            f"{run['compile_s']:.1f} s",
+            f"{run['model_flops_per_s'] / 1e9:.1f}",
+            f"{run['mfu_vs_matmul']:.2f}",
+        ]
+        for run in r["runs"]
+    ]
+    header = ["config", "params", "batch x seq", "step", "tokens/s", "compile", "model GFLOP/s", "/ ceiling"]
+    before, after = (x / 1e9 for x in r["matmul_ceiling_before_after"])
+    return (
+        table(header, rows)
+        + f"\nCeiling in that run: {before:.1f} GFLOP/s before the configs and {after:.1f} after; the ratio divides "
+        "by the higher.\n\n" + provenance(r, "benchmarks/results/train_step.json")
+    )
+
+
+def data() -> str:
+    r = load("data")
+    b, s = r["loader_batch"]
+    rows = [
+        [
+            f"`prepare` on the stdlib corpus (BPE vocab {r['vocab_size']}, {r['prepare_tokens'] / 1e6:.2f}M tokens)",
+            f"{r['prepare_s']:.2f} s = {r['prepare_tokens_per_s'] / 1e6:.2f}M tokens/s",
+        ],
+        [
+            f"pretraining loader, batch {b} x {s}, document packing",
+            f"{r['loader_tokens_per_s'] / 1e6:.2f}M tokens/s",
+        ],
+    ]
+    return table(["what", "figure"], rows) + "\n" + provenance(r, "benchmarks/results/data.json")
+
+
+def train_loop() -> str:
+    r = load("train_loop")
+    bare, loop = r["tokens_per_step"] / r["bare_tokens_per_s"], r["tokens_per_step"] / r["loop_tokens_per_s"]
+    rows = [
+        ["bare compiled step", f"{bare:.3f} s", f"{r['bare_tokens_per_s']:,.0f}"],
+        ["full loop", f"{loop:.3f} s", f"{r['loop_tokens_per_s']:,.0f}"],
+        ["**loop / bare**", "", f"**{r['loop_over_bare']:.3f}** (target >= 0.95)"],
+    ]
+    return table(["", "step (median)", "tokens/s"], rows) + "\n" + provenance(r, "benchmarks/results/train_loop.json")
+
+
+def preference_step() -> str:
+    r = load("preference_step")
+    names = {
+        "pretrain": ("pretraining", ""),
+        "preference_in_step_reference": ("preference, reference in the step", "<= 1.6x"),
+        "preference_precomputed_reference": ("preference, precomputed reference", "<= 1.1x"),
+    }
+    rows = [
+        [label, f"{run['step_s']:.3f} s", f"{run['tokens_per_s']:,.0f}", f"{run['cost_per_token_vs_pretrain']:.2f}x", t]
+        for key, (label, t) in names.items()
+        for run in [r["runs"][key]]
+    ]
+    header = ["step", "step time", "tokens/s", "cost per token vs pretraining", "target"]
+    return table(header, rows) + "\n" + provenance(r, "benchmarks/results/preference_step.json")
+
+
+def bootstrap_fit() -> str:
+    r = load("bootstrap_fit")
+    by = r["bootstrap_s_by_workers"]
+    rows = [["full fit (grid of 4,500 evaluated at once, L-BFGS-B from the best 64)", f"{r['full_fit_s']:.2f} s", ""]]
+    for workers, s in sorted(by.items(), key=lambda kv: -int(kv[0])):
+        what = f"{r['resamples']:,} resamples, {workers} " + ("worker processes" if int(workers) > 1 else "process")
+        rows.append([what, f"{s:.1f} s", f"< {r['target_s']} s" if int(workers) > 1 else ""])
+    return table(["what", "time", "target"], rows) + "\n" + provenance(r, "benchmarks/results/bootstrap_fit.json")
+
+
+# -------------------------------------------------------------------------------------------------
+# experiments/isoflop_stdlib: its committed points and fit
+
+
+def isoflop_points() -> list[dict[str, str]]:
+    with open(ISOFLOP / "points.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def isoflop_provenance() -> str:
+    return provenance(json.loads((ISOFLOP / "provenance.json").read_text()), "experiments/isoflop_stdlib/points.csv")
+
+
+def isoflop_runs() -> str:
+    points = isoflop_points()
+    best = {}
+    for p in points:
+        if p["budget"] not in best or float(p["loss"]) < float(best[p["budget"]]["loss"]):
+            best[p["budget"]] = p
+    rows = []
+    for p in sorted(points, key=lambda p: (float(p["budget"]), float(p["N"]))):
+        name = f"**{p['name']}**" if best[p["budget"]] is p else p["name"]
+        n, d = float(p["N"]), float(p["D"])
+        rows.append(
+            [
+                name,
+                f"{n:,.0f}",
+                f"{int(p['steps']):,}",
+                f"{d:,.0f}",
+                f"{d / n:.1f}",
+                f"{float(p['loss']):.3f}",
+                f"{float(p['eval/bits_per_byte']):.3f}",
+                f"{float(p['train_time_s']):.0f} s",
+            ]
+        )
+    header = ["run", "N (porian)", "steps", "tokens D", "D/N", "val loss", "bits/byte", "train time"]
+    return table(header, rows) + "\n" + isoflop_provenance()
+
+
+def isoflop_fit() -> dict[str, Any]:
+    return json.loads((ISOFLOP / "fit" / "fit.json").read_text())
+
+
+def isoflop_minima() -> str:
+    rows = [
+        [
+            f"{m['budget']:.0e}".replace("e+", "e"),
+            f"{m['N_opt']:,.0f}",
+            f"{m['D_opt'] / 1e6:.2f}M",
+            f"{m['D_opt'] / m['N_opt']:.0f}",
+            f"{m['loss_min']:.3f}",
+            "yes" if m["inside"] else "no",
+        ]
+        for m in isoflop_fit()["2"]["minima"]
+    ]
+    header = ["budget C", "N_opt", "D_opt", "D_opt / N_opt", "lowest loss", "inside the sampled sizes"]
+    return table(header, rows)
+
+
+def _interval(fit: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
+    lo, hi = fit["intervals"][key]
+    return f"{fmt(fit[key])} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def isoflop_exponents() -> str:
+    fits = isoflop_fit()
+    num = lambda x: f"{x:.3g}"
+    big = lambda x: f"{x / 1e3:.0f}k" if x < 1e6 else f"{x / 1e6:.2f}M"
+    rows = []
+    for approach, label in (("2", "approach 2 (IsoFLOP parabolas)"), ("3", "approach 3 (parametric law)")):
+        f = fits[approach]
+        rows.append(
+            [
+                label,
+                _interval(f, "a", num),
+                _interval(f, "b", num),
+                _interval(f, "N_opt", big),
+                _interval(f, "D_opt", big),
+            ]
+        )
+    budget = f"{fits['2']['budget']:.0e}".replace("e+", "e")
+    header = ["fit", "a (N_opt ∝ C^a)", "b (D_opt ∝ C^b)", f"N_opt at {budget}", f"D_opt at {budget}"]
+    f3 = fits["3"]
+    law = ", ".join(_interval(f3, k, num) for k in ("E", "A", "B", "alpha", "beta"))
+    resamples = fits["3"]["bootstrap"]["resamples"]
+    return (
+        table(header, rows) + f"\nApproach 3's law L(N, D) = E + A/N^alpha + B/D^beta: E, A, B, alpha, beta = {law} "
+        f"({resamples:,} bootstrap resamples, 95% intervals).\n"
+    )
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "main-job": main_job,
+    "post-training": post_training,
+    "recall": recall,
+    "decode": decode,
+    "train-step": train_step,
+    "data": data,
+    "train-loop": train_loop,
+    "preference-step": preference_step,
+    "bootstrap-fit": bootstrap_fit,
+    "isoflop-runs": isoflop_runs,
+    "isoflop-minima": isoflop_minima,
+    "isoflop-exponents": isoflop_exponents,
+}
+
+
+def render(text: str, where: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in RENDERERS:
+            raise SystemExit(f"{where}: no renderer {name!r} (known: {', '.join(RENDERERS)})")
+        return match[1] + RENDERERS[name]() + match[4]
+
+    return BLOCK.sub(replace, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 naming stale documents")
+    args = parser.parse_args()
+    stale = []
+    for path in DOCUMENTS:
+        text = path.read_text()
+        new = render(text, str(path.relative_to(ROOT)))
+        if new != text:
+            stale.append(str(path.relative_to(ROOT)))
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"stale generated tables in {', '.join(stale)}: run python benchmarks/tables.py", file=sys.stderr)
+        return 1
+    print(("rewrote " + ", ".join(stale)) if stale and not args.check else "generated tables are up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""What the executed-documentation tests (tests/test_docs_*.py) share: the budgets that say exactly
+how a test may change a document's commands and why, fresh directories, and the prepared corpus.
+
+Every command sequence of README.md, docs/USER_GUIDE.md, the shipped configs' docstrings and the
+experiments' READMEs runs in those tests, in the order written, in a fresh directory, on tiny
+budgets. A recipe that fails, or runs a command before the one that makes its input, fails them.
+"""
+
+import shutil
+from pathlib import Path
+
+from doc_commands import ROOT, Budget, prepare_directory
+
+GUIDE = ROOT / "docs" / "USER_GUIDE.md"
+
+INSTALLED = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/lmx",
+    "lmx",
+    ".ci/run installs the package before it runs the tests",
+)
+TINY_TRAINING = "--set train.steps=6 --set eval.final_batches=2"
+TRAINING_RUNS = r"^(lmx train configs/(tiny|sft_tiny|dpo_tiny|rm_tiny|icl_tiny)\.py|python docs/examples/\w+\.py)"
+# The small config's shapes on 8 virtual devices would compile for a minute; the mesh is the point.
+SMALL_SHAPES = (
+    "--set model.d_model=64 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=2 "
+    "--set model.d_ff=128 --set model.max_seq_len=64 --set data.seq_len=64 --set train.steps=2 "
+    "--set eval.final_batches=1"
+)
+ISOFLOP_TINY_SWEEP = "lmx sweep configs/sweeps/isoflop_tiny.py"
+
+GUIDE_BUDGET = Budget(
+    extra=((TRAINING_RUNS, TINY_TRAINING), (r"^XLA_FLAGS=\S+ lmx train configs/small\.py", SMALL_SHAPES)),
+    replace=(INSTALLED, ("log.wandb.mode=online", "log.wandb.mode=offline", "no network or API key in CI")),
+    skip=(
+        (ISOFLOP_TINY_SWEEP, "16 runs, minutes; tests/test_launch.py runs the local launcher on small sweeps"),
+        (
+            "lmx fit runs/sweeps/isoflop_tiny --approach 2 3 power --bootstrap 1000 --budget 1e13 "
+            "--json runs/sweeps/isoflop_tiny/fit/fit.json",
+            "needs the sweep above; tests/test_fit.py fits sweep directories, and the README and "
+            "experiments/isoflop_stdlib fit committed points",
+        ),
+    ),
+)
+
+
+def fresh(tmp_path: Path, data: Path | None = None) -> Path:
+    directory = prepare_directory(tmp_path / "reader")
+    if data is not None:
+        shutil.copytree(data, directory / "data", copy_function=link_files)
+    return directory
+
+
+def link_files(src: str, dst: str) -> None:
+    """Hard links: the shared data's files are never written to, only read (and replaced whole)."""
+    Path(dst).hardlink_to(src)
+
+
+README_BUDGET = Budget(
+    replace=(INSTALLED,),
+    # 60 of the main job's 360 steps already learn (about 4.9 nats against the unigram's 5.9);
+    # benchmarks/recipes.py runs all 360 and the README's figures come from that run.
+    extra=((r"^lmx train configs/tiny\.py$", "--set train.steps=60"),),
+    skip=(
+        (
+            "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest",
+            "the command that runs these tests (tests/test_cli.py checks .ci/run runs it)",
+        ),
+        (
+            "lmx sweep experiments/isoflop_stdlib/sweep.py",
+            "40 minutes; its measured points are committed and fitted by the next command",
+        ),
+    ),
+)
+
+
+# -------------------------------------------------------------------------------------------------
+# The shipped configs' docstrings and the experiments' READMEs
+
+
+# Recipes that start where another one ends say so ("runs/sft_tiny (see that file)"): they run
+# after it, in the same directory.
+CONFIG_CHAIN = ["configs/sft_tiny.py", "configs/dpo_tiny.py", "configs/rm_tiny.py", "configs/icl_tiny.py"]
+CONFIG_BUDGET = Budget(
+    extra=((TRAINING_RUNS, TINY_TRAINING),),
+    skip=(
+        (
+            f"{ISOFLOP_TINY_SWEEP} && lmx fit runs/sweeps/isoflop_tiny --approach 2 3",
+            "16 runs, minutes; tests/test_launch.py and tests/test_fit.py run both on small sweeps",
+        ),
+        ("lmx sweep configs/sweeps/lr_ladder.py", "9 runs of 600 steps; tests/test_launch.py runs the launcher"),
+    ),
+)
+
+
+ISOFLOP = ROOT / "experiments" / "isoflop_stdlib"
+ISOFLOP_README = ISOFLOP / "README.md"
+ISOFLOP_BUDGET = Budget(
+    skip=(
+        ("lmx sweep experiments/isoflop_stdlib/sweep.py", "40 minutes of training; its points are committed"),
+        (
+            "lmx fit runs/sweeps/isoflop_stdlib --approach 2 3 power --bootstrap 1000 --budget 1e13 "
+            "--json experiments/isoflop_stdlib/fit/fit.json --save-points experiments/isoflop_stdlib/points.csv",
+            "needs the sweep's runs; the next command fits the points it saved",
+        ),
+    ),
+)

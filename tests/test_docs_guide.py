@@ -1,0 +1,92 @@
+"""Executed documentation: docs/USER_GUIDE.md, section by section, as written (tests/doc_support.py
+has the budgets). A section that uses what an earlier one made says so in the guide; here it gets
+a copy of that section's directory."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from doc_commands import (
+    Command,
+    CommandFailedError,
+    markdown_sections,
+    prepare_directory,
+    run_sequence,
+)
+from doc_support import GUIDE, GUIDE_BUDGET, fresh, link_files
+
+# The user guide, section by section. A section that uses what an earlier one made says so in the
+# guide; here it gets a copy of that section's directory.
+
+
+def guide_section(name: str) -> list[Command]:
+    sections = markdown_sections(GUIDE)
+    assert name in sections, f"docs/USER_GUIDE.md has no section {name!r}; its sections: {list(sections)}"
+    return sections[name]
+
+
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory, stdlib_data) -> Path:
+    """The guide's Quick start, run as written: later sections read its runs/tiny."""
+    directory = fresh(tmp_path_factory.mktemp("quick_start"), stdlib_data)
+    ran = run_sequence(guide_section("Quick start"), directory, GUIDE_BUDGET)
+    again = [r for r in ran if r.command.text == "lmx train configs/tiny.py"]
+    assert again and "already complete at step 6" in again[-1].output, "the guide says nothing is retrained"
+    return directory
+
+
+def after_quick_start(quick_start: Path, tmp_path: Path) -> Path:
+    directory = prepare_directory(tmp_path / "reader")
+    for name in ("runs", "data"):
+        shutil.copytree(quick_start / name, directory / name, copy_function=link_files)
+    return directory
+
+
+SECTIONS_AFTER_QUICK_START = [
+    "Config files and overrides",
+    "Meshes and sharding rules",
+    "wandb",
+    "Generating text",
+    "Evaluating",
+    "lmx as a library",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", SECTIONS_AFTER_QUICK_START)
+def test_user_guide_section_runs_as_written(section, quick_start, tmp_path):
+    run_sequence(guide_section(section), after_quick_start(quick_start, tmp_path), GUIDE_BUDGET)
+
+
+@pytest.mark.slow
+def test_user_guide_post_training_recipe_runs_in_order_in_a_fresh_directory(stdlib_data, tmp_path):
+    """The recipe starts from nothing but the prepared corpus: every file a command reads must
+    come from a command before it."""
+    commands = guide_section("Post-training: SFT, preference optimisation, reward models")
+    directory = fresh(tmp_path, stdlib_data)
+    run_sequence(commands, directory, GUIDE_BUDGET)
+    for run in ("tiny", "sft_tiny", "dpo_tiny", "rm_tiny"):
+        assert (directory / "runs" / run / "summary.json").is_file(), run
+
+
+@pytest.mark.slow
+def test_user_guide_scaling_commands_run_as_written(tmp_path):
+    run_sequence(guide_section("Scaling studies: sweeps, launchers and fits"), fresh(tmp_path), GUIDE_BUDGET)
+    assert (tmp_path / "reader" / "runs" / "sweeps" / "isoflop_tiny" / "sweep.sbatch").is_file()
+
+
+def test_every_guide_command_is_in_a_tested_section():
+    tested = {"Quick start", *SECTIONS_AFTER_QUICK_START}
+    tested |= {
+        "Post-training: SFT, preference optimisation, reward models",
+        "Scaling studies: sweeps, launchers and fits",
+    }
+    untested = {name: cmds for name, cmds in markdown_sections(GUIDE).items() if cmds and name not in tested}
+    assert not untested, f"sections with commands that no test runs: {list(untested)}"
+
+
+def test_a_recipe_out_of_order_fails_naming_the_command(tmp_path):
+    """The check itself: evaluating a run before training it fails at that line."""
+    commands = [Command("lmx eval runs/nothing_here", "GUIDE.md:7"), Command("lmx --help", "GUIDE.md:8")]
+    with pytest.raises(CommandFailedError, match=r"GUIDE\.md:7: `lmx eval runs/nothing_here` failed \(exit 2\)"):
+        run_sequence(commands, fresh(tmp_path))

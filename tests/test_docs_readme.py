@@ -1,0 +1,83 @@
+"""Executed documentation: README.md, experiments/isoflop_stdlib/README.md (its re-fit from the
+committed points), the budgets' own checks, and the generated tables (benchmarks/tables.py)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from doc_commands import (
+    ROOT,
+    docstring_commands,
+    markdown_commands,
+    run_sequence,
+)
+from doc_support import (
+    CONFIG_BUDGET,
+    GUIDE,
+    GUIDE_BUDGET,
+    ISOFLOP,
+    ISOFLOP_BUDGET,
+    ISOFLOP_README,
+    README_BUDGET,
+    fresh,
+)
+
+
+def test_every_budget_rule_still_matches_its_document():
+    assert not GUIDE_BUDGET.unused(markdown_commands(GUIDE))
+    assert not README_BUDGET.unused(markdown_commands(ROOT / "README.md"))
+    configs = [c for path in sorted((ROOT / "configs").rglob("*.py")) for c in docstring_commands(path)]
+    assert not CONFIG_BUDGET.unused(configs)
+    assert not ISOFLOP_BUDGET.unused(markdown_commands(ISOFLOP_README))
+
+
+def test_readme_commands_run_in_order_and_the_main_job_learns(tmp_path):
+    """The main job as the README gives it (one CPU device, data built from nothing; 60 steps),
+    then the README's other commands in order."""
+    directory = fresh(tmp_path)
+    ran = run_sequence(markdown_commands(ROOT / "README.md"), directory, README_BUDGET)
+    assert "training a bpe tokenizer" in ran[0].output  # nothing was there: it built its own data
+    summary = json.loads((directory / "runs" / "tiny" / "summary.json").read_text())
+    final = summary["final_eval"]
+    # "Learned": well below the loss of the best context-free (unigram) model of the corpus.
+    assert final["eval/loss"] < summary["unigram_loss"] - 0.5, summary
+    assert 0 < final["eval/bits_per_byte"] < 3
+    assert final["eval/tokens"] > 100_000  # the whole validation split
+
+
+def test_isoflop_study_refits_its_committed_points_to_the_published_exponents(tmp_path):
+    """The study's commands in order; the sweep itself is replaced by its committed points, whose
+    re-fit (and re-plot) must give the committed fit."""
+    directory = fresh(tmp_path)
+    ran = run_sequence(markdown_commands(ISOFLOP_README), directory, ISOFLOP_BUDGET)
+    refit = json.loads((directory / "refit" / "fit.json").read_text())
+    published = json.loads((ISOFLOP / "fit" / "fit.json").read_text())
+    for approach in ("2", "3"):
+        for key in ("a", "b"):
+            assert refit[approach][key] == pytest.approx(published[approach][key], rel=1e-9), (approach, key)
+        for key, interval in published[approach]["intervals"].items():
+            assert refit[approach]["intervals"][key] == pytest.approx(interval, rel=1e-9), (approach, key)
+    for name in ("isoflop.png", "optimal.png", "approach3.png"):
+        assert (directory / "refit" / name).stat().st_size > 10_000, name
+    refit_seconds = [r.seconds for r in ran if r.run and "points.csv" in r.run and "--save-points" not in r.run]
+    print(f"re-fit and re-plot from the committed points: {refit_seconds[0]:.1f} s")
+
+
+def test_generated_tables_match_their_results_files():
+    """Every figure between `<!-- tables.py: NAME -->` markers is what benchmarks/tables.py renders
+    from the committed results files: rerunning it changes no document."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--check"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_table_check_fails_on_an_edited_figure(tmp_path, monkeypatch):
+    """The check itself: a generated block whose text differs from its results is reported."""
+    import tables
+
+    text = "before\n<!-- tables.py: data -->\nedited by hand\n<!-- /tables.py -->\nafter\n"
+    rendered = tables.render(text, "doc.md")
+    assert rendered != text and rendered.startswith("before\n<!-- tables.py: data -->\n| what | figure |")
+    assert rendered.endswith("<!-- /tables.py -->\nafter\n") and tables.render(rendered, "doc.md") == rendered
