@@ -1,4 +1,4 @@
-"""The command sequences the documents give, read and run as a reader would (tests/test_docs.py).
+"""The command sequences the documents give, read and run as a reader would (tests/test_docs_*.py).
 
 A document's commands are the lines of its ```bash blocks in Markdown, or the lines of a Python
 module's docstring that start with `lmx ` or `python ` (the shipped configs give their recipes

@@ -4,7 +4,7 @@ directory exactly as written. Writes benchmarks/results/recipes.json: each comma
 each run's summary and every evaluation it wrote, with the date, commit, machine and matmul
 ceiling. `benchmarks/tables.py` renders the docs' tables from it.
 
-About 15 minutes on 2 CPU cores. tests/test_docs.py runs the same commands on tiny budgets.
+About 15 minutes on 2 CPU cores. tests/test_docs_*.py runs the same commands on tiny budgets.
 
     .venv/bin/python benchmarks/recipes.py [--dir DIR] [--out benchmarks/results]
 """

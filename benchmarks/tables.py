@@ -9,7 +9,7 @@ it was measured, and the matmul ceiling measured beside it (compare yours:
     .venv/bin/python benchmarks/tables.py           # rewrites the generated parts in place
     .venv/bin/python benchmarks/tables.py --check   # exit 1, naming them, when any is stale
 
-tests/test_docs.py runs `--check`, so a results file and the text it feeds cannot drift apart.
+tests/test_docs_readme.py runs `--check`, so a results file and the text it feeds cannot drift apart.
 """
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
-def provenance(results: dict[str, Any], source: str) -> str:
-    """The line under every generated table: when, on what, against which ceiling."""
+def provenance(results: dict[str, Any], source: str, recorded: str = "") -> str:
+    """The line under every generated table: when, on what, against which ceiling. `recorded`: the
+    date the docs gave for a results file written before results carried their provenance."""
     if "date" not in results:
-        return f"_From `{source}`, recorded before results files carried their date, commit and machine._\n"
+        when = f" on {recorded}" if recorded else ""
+        return (
+            f"_From `{source}`, recorded{when} on this project's 2-core machine, before results files carried "
+            "their commit, machine and matmul ceiling; run the script again to measure with them._\n"
+        )
     m = results["machine"]
     dirty = " with uncommitted changes" if results.get("dirty") else ""
     ceiling = results["matmul_ceiling_flops_per_s"] / 1e9
@@ -193,7 +198,7 @@ def train_step() -> str:
     return (
         table(header, rows)
         + f"\nCeiling in that run: {before:.1f} GFLOP/s before the configs and {after:.1f} after; the ratio divides "
-        "by the higher.\n\n" + provenance(r, "benchmarks/results/train_step.json")
+        "by the higher.\n\n" + provenance(r, "benchmarks/results/train_step.json", "2026-12-01")
     )
 
 
@@ -221,7 +226,7 @@ def train_loop() -> str:
         ["full loop", f"{loop:.3f} s", f"{r['loop_tokens_per_s']:,.0f}"],
         ["**loop / bare**", "", f"**{r['loop_over_bare']:.3f}** (target >= 0.95)"],
     ]
-    return table(["", "step (median)", "tokens/s"], rows) + "\n" + provenance(r, "benchmarks/results/train_loop.json")
+    return table(["", "step (median)", "tokens/s"], rows) + "\n" + provenance(r, "benchmarks/results/train_loop.json", "2026-12-01")
 
 
 def preference_step() -> str:
@@ -237,7 +242,7 @@ def preference_step() -> str:
         for run in [r["runs"][key]]
     ]
     header = ["step", "step time", "tokens/s", "cost per token vs pretraining", "target"]
-    return table(header, rows) + "\n" + provenance(r, "benchmarks/results/preference_step.json")
+    return table(header, rows) + "\n" + provenance(r, "benchmarks/results/preference_step.json", "2026-11-25")
 
 
 def bootstrap_fit() -> str:
@@ -247,7 +252,7 @@ def bootstrap_fit() -> str:
     for workers, s in sorted(by.items(), key=lambda kv: -int(kv[0])):
         what = f"{r['resamples']:,} resamples, {workers} " + ("worker processes" if int(workers) > 1 else "process")
         rows.append([what, f"{s:.1f} s", f"< {r['target_s']} s" if int(workers) > 1 else ""])
-    return table(["what", "time", "target"], rows) + "\n" + provenance(r, "benchmarks/results/bootstrap_fit.json")
+    return table(["what", "time", "target"], rows) + "\n" + provenance(r, "benchmarks/results/bootstrap_fit.json", "2026-11-25")
 
 
 # -------------------------------------------------------------------------------------------------
