@@ -226,7 +226,11 @@ def train_loop() -> str:
         ["full loop", f"{loop:.3f} s", f"{r['loop_tokens_per_s']:,.0f}"],
         ["**loop / bare**", "", f"**{r['loop_over_bare']:.3f}** (target >= 0.95)"],
     ]
-    return table(["", "step (median)", "tokens/s"], rows) + "\n" + provenance(r, "benchmarks/results/train_loop.json", "2026-12-01")
+    return (
+        table(["", "step (median)", "tokens/s"], rows)
+        + "\n"
+        + provenance(r, "benchmarks/results/train_loop.json", "2026-12-01")
+    )
 
 
 def preference_step() -> str:
@@ -252,7 +256,11 @@ def bootstrap_fit() -> str:
     for workers, s in sorted(by.items(), key=lambda kv: -int(kv[0])):
         what = f"{r['resamples']:,} resamples, {workers} " + ("worker processes" if int(workers) > 1 else "process")
         rows.append([what, f"{s:.1f} s", f"< {r['target_s']} s" if int(workers) > 1 else ""])
-    return table(["what", "time", "target"], rows) + "\n" + provenance(r, "benchmarks/results/bootstrap_fit.json", "2026-11-25")
+    return (
+        table(["what", "time", "target"], rows)
+        + "\n"
+        + provenance(r, "benchmarks/results/bootstrap_fit.json", "2026-11-25")
+    )
 
 
 # -------------------------------------------------------------------------------------------------
