@@ -32,6 +32,7 @@ def test_every_budget_rule_still_matches_its_document():
     assert not ISOFLOP_BUDGET.unused(markdown_commands(ISOFLOP_README))
 
 
+@pytest.mark.slow
 def test_readme_commands_run_in_order_and_the_main_job_learns(tmp_path):
     """The main job as the README gives it (one CPU device, data built from nothing; 60 steps),
     then the README's other commands in order."""
@@ -46,6 +47,7 @@ def test_readme_commands_run_in_order_and_the_main_job_learns(tmp_path):
     assert final["eval/tokens"] > 100_000  # the whole validation split
 
 
+@pytest.mark.slow
 def test_isoflop_study_refits_its_committed_points_to_the_published_exponents(tmp_path):
     """The study's commands in order; the sweep itself is replaced by its committed points, whose
     re-fit (and re-plot) must give the committed fit."""
