@@ -108,7 +108,7 @@ def tokenizer(tmp_path_factory):
 def stdlib_data(tmp_path_factory) -> Path:
     """configs/tiny.py's data (its tokenizer and token files) prepared once and shared by the
     sections that train it; the README's main job prepares its own from nothing."""
-    from doc_support import environment, prepare_directory
+    from doc_commands import environment, prepare_directory
 
     directory = prepare_directory(tmp_path_factory.mktemp("stdlib_data"))
     subprocess.run(
