@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -174,8 +175,6 @@ def environment() -> dict[str, str]:
 def prepare_directory(directory: Path) -> Path:
     """A fresh directory holding what a clone has that the commands read (configs, experiments,
     docs and benchmarks), copied so that no command can change the repository."""
-    import shutil
-
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("configs", "experiments", "docs", "benchmarks"):
         shutil.copytree(ROOT / name, directory / name, ignore=shutil.ignore_patterns("__pycache__", "results"))

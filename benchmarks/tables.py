@@ -142,8 +142,7 @@ def post_training() -> str:
 
 def recall() -> str:
     r = load("recipes")
-    rows = _evaluation(r["runs"]["icl_tiny"], "eval-task-")
-    rows = rows if isinstance(rows, list) else rows["rows"]
+    rows = _evaluation(r["runs"]["icl_tiny"], "eval-task-")  # a list: one row per shot count
     cells = [[row["shots"], f"{row['accuracy']:.3f}", row["items"]] for row in rows]
     return (
         table(["shots", "accuracy (summed log-prob)", "items"], cells)

@@ -75,7 +75,7 @@ def test_generated_tables_match_their_results_files():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_the_table_check_fails_on_an_edited_figure(tmp_path, monkeypatch):
+def test_the_table_check_fails_on_an_edited_figure():
     """The check itself: a generated block whose text differs from its results is reported."""
     import tables
 

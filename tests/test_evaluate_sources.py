@@ -1,5 +1,6 @@
 """Evaluation beyond the run's own split: any text or token file, and multiple-choice scoring."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -293,11 +294,11 @@ def test_pairs_eval_of_a_reward_model_breaks_down_by_task(cpu_devices):
         ids = [rng.integers(4, 64, n).astype(np.int32) for n in rng.integers(1, 6, 3)]
         return PreferencePair(ids[0], np.append(ids[1], 2), np.append(ids[2], 2))
 
-    pairs = [pair() for _ in range(21)]
-    tasks = ["sort"] * 9 + ["reverse"] * 12
-    metrics = evaluate_pairs(cfg, objective, mesh, model, params, pairs, 0, tasks=tasks)
+    pairs = [dataclasses.replace(pair(), task="sort" if i < 9 else "reverse") for i in range(21)]
+    metrics = evaluate_pairs(cfg, objective, mesh, model, params, pairs, 0)
     check_per_task(metrics, "accuracy", {"reverse": 12, "sort": 9})
-    alone = evaluate_pairs(cfg, objective, mesh, model, params, pairs[:9], 0)
+    untagged = [dataclasses.replace(p, task="") for p in pairs[:9]]
+    alone = evaluate_pairs(cfg, objective, mesh, model, params, untagged, 0)
     assert alone["per_task"] == {}
     for key, value in alone.items():
         if key != "per_task":

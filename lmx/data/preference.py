@@ -34,6 +34,7 @@ class PreferencePair:
     prompt: np.ndarray  # [P] int32, shared by both responses
     chosen: np.ndarray  # [C] int32, ends with <eos> unless truncated
     rejected: np.ndarray  # [R] int32
+    task: str = ""  # the record's "task" field, for per-task evaluation
 
 
 def read_preference(
@@ -71,7 +72,7 @@ def read_preference(
         stats.kept += 1
         stats.prompt_tokens += len(prompt)
         stats.response_tokens += sum(len(ids) for ids, _ in sides)
-        pairs.append(PreferencePair(prompt, sides[0][0], sides[1][0]))
+        pairs.append(PreferencePair(prompt, sides[0][0], sides[1][0], str(record.get("task", ""))))
     if not pairs:
         raise DataError(f"{patterns}: no usable preference pairs ({stats.records} records, {stats.dropped} dropped)")
     return pairs, stats

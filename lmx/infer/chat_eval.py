@@ -20,16 +20,7 @@ from typing import Any
 import numpy as np
 
 from lmx.checkpoint.init_from import load_init_params
-from lmx.data.chat import (
-    ChatStats,
-    ChatTemplate,
-    Message,
-    Truncation,
-    fit_to_length,
-    jsonl_records,
-    parse_messages,
-    response_field,
-)
+from lmx.data.chat import ChatTemplate, Message, jsonl_records, parse_messages, response_field
 from lmx.data.preference import read_preference
 from lmx.errors import ConfigError, DataError
 from lmx.infer.generate import Generator
@@ -127,21 +118,6 @@ def exact_match_run(
     return run.step, exact_match(generator, template, items, max_new_tokens)
 
 
-def kept_pair_tasks(
-    patterns: str | Sequence[str], template: ChatTemplate, truncation: Truncation, max_tokens: int
-) -> list[str]:
-    """The ``task`` field ("" for none) of each pair that `read_preference` keeps from the same
-    files and settings, in its order: it drops the pairs too long to fit, so the records' tasks and
-    the pairs do not line up one to one. Call it after `read_preference` has checked the records."""
-    tasks = []
-    for where, record in jsonl_records(patterns):
-        prompt = template.prompt_ids(parse_messages(record, where))
-        sides = (template.response_ids(record[field]) for field in ("chosen", "rejected"))
-        if all(fit_to_length(prompt, ids, max_tokens, truncation, ChatStats()) is not None for ids in sides):
-            tasks.append(str(record.get("task", "")))
-    return tasks
-
-
 def evaluate_pairs_run(
     run_dir: str | Path, path: str, step: int | None = None, devices: Sequence[Any] | None = None
 ) -> tuple[int, dict[str, Any]]:
@@ -158,10 +134,8 @@ def evaluate_pairs_run(
     template = ChatTemplate(run.require_tokenizer())
     max_tokens = max_sequence_tokens(cfg, objective)
     pairs, _ = read_preference(path, template, cfg.data.seq_len, cfg.objective.truncation, max_tokens)
-    tasks = kept_pair_tasks(path, template, cfg.objective.truncation, max_tokens)
     frozen = None
     if objective.reference(cfg) != "none":
         # Precomputed or not in training, here the reference runs beside the policy.
         frozen, _, _ = load_init_params(cfg.objective.init_from, run.abstract_params())
-    metrics = evaluate_pairs(cfg, objective, run.mesh, run.model, run.params, pairs, template.pad_id, frozen, tasks)
-    return run.step, metrics
+    return run.step, evaluate_pairs(cfg, objective, run.mesh, run.model, run.params, pairs, template.pad_id, frozen)

@@ -4,7 +4,6 @@ are empty (the padding rows of an evaluation batch) weigh nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -152,19 +151,16 @@ def evaluate_pairs(
     pairs: list[PreferencePair],
     pad_id: int,
     frozen: Any = None,
-    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """`objective`'s loss and stats (means over pairs) on `pairs`; `frozen`: reference parameters.
 
-    ``per_task`` maps each task named in `tasks` (one name per pair, "" for none) to the same
+    ``per_task`` maps each task the pairs name (`PreferencePair.task`; "" names none) to the same
     metrics over its own pairs. Each task's sums are computed once and the overall metrics are
     their total, so the pair-weighted mean of the tasks' metrics is the overall one.
     """
-    if tasks is not None and len(tasks) != len(pairs):
-        raise ValueError(f"{len(tasks)} task names for {len(pairs)} pairs")
     groups: dict[str, list[int]] = {}
-    for i, task in enumerate(tasks if tasks is not None else [""] * len(pairs)):
-        groups.setdefault(task, []).append(i)
+    for i, pair in enumerate(pairs):
+        groups.setdefault(pair.task, []).append(i)
     eval_step = make_objective_eval_step(objective.make_loss(model, cfg), mesh, cfg.mesh.rules)
     sums: dict[str, dict[str, float]] = {}
     for task, indices in groups.items():
