@@ -25,6 +25,7 @@ from lmx.scaling.fit import (
     fit_parametric,
     fit_power_law,
     isoflop_optimum,
+    parametric_allocation,
     parametric_optimum,
 )
 from lmx.scaling.points import Points
@@ -135,19 +136,17 @@ def allocation(approach: str, params: dict[str, Any], C: np.ndarray) -> tuple[np
     or arrays [R] (R bootstrap refits) of the approach's parameters; the result is [R, len(C)]
     (or [len(C)]). Approach 3 refits without an allocation (alpha or beta 0) give NaN."""
     C = np.asarray(C, np.float64)
-    # A trailing axis for C: scalars broadcast to [len(C)], arrays [R] to [R, len(C)].
-    get = lambda key: np.asarray(params[key], np.float64)[..., None]
-    if approach == "2":
-        N, D = get("k_N") * C ** get("a"), get("k_D") * C ** get("b")
-    elif approach == "3":
-        alpha, beta, k = get("alpha"), get("beta"), get("flops_per_param_token")
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            G = (alpha * get("A") / (beta * get("B"))) ** (1 / (alpha + beta))
-            N = np.where((alpha > 0) & (beta > 0), G * (C / k) ** (beta / (alpha + beta)), np.nan)
-            D = C / k / N
-    else:
+    laws = {"2": isoflop_optimum, "3": parametric_allocation}
+    if approach not in laws:
         raise FitError(f"approach {approach!r} has no compute-optimal allocation")
-    return N, D
+    # A trailing axis for C: scalars broadcast to [len(C)], arrays [R] to [R, len(C)].
+    broadcast = {key: np.asarray(value, np.float64)[..., None] for key, value in params.items() if _numeric(value)}
+    N, D = laws[approach](broadcast, C)
+    return np.asarray(N), np.asarray(D)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float | np.ndarray) and not isinstance(value, bool)
 
 
 def allocation_band(approach: str, samples: dict[str, np.ndarray], C: np.ndarray, confidence: float) -> dict[str, Any]:

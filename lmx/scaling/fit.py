@@ -123,7 +123,9 @@ def fit_isoflop(points: Points) -> dict[str, Any]:
     }
 
 
-def isoflop_optimum(fit: dict[str, Any], C: float) -> tuple[float, float]:
+def isoflop_optimum(fit: dict[str, Any], C: Any) -> tuple[Any, Any]:
+    """(N_opt, D_opt) of approach 2's laws at C; numpy broadcasting applies to arrays of
+    parameters (bootstrap refits) and of C."""
     return fit["k_N"] * C ** fit["a"], fit["k_D"] * C ** fit["b"]
 
 
@@ -256,11 +258,21 @@ def _distinct_optima(results: list[optimize.OptimizeResult], keep: int = 4) -> l
     return [o.tolist() for o in optima]
 
 
+def parametric_allocation(fit: dict[str, Any], C: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt, D_opt) minimising E + A/N^alpha + B/D^beta subject to k N D = C, with numpy
+    broadcasting over arrays of parameters (bootstrap refits) and of C; NaN where alpha or beta
+    is not positive (no allocation exists)."""
+    alpha, beta, k = (np.asarray(fit[key], np.float64) for key in ("alpha", "beta", "flops_per_param_token"))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        G = (alpha * fit["A"] / (beta * fit["B"])) ** (1 / (alpha + beta))
+        N = np.where((alpha > 0) & (beta > 0), G * (C / k) ** (beta / (alpha + beta)), np.nan)
+        return N, C / k / N
+
+
 def parametric_optimum(fit: dict[str, Any], C: float) -> tuple[float, float]:
-    """(N_opt, D_opt) minimising E + A/N^alpha + B/D^beta subject to k N D = C."""
-    alpha, beta, k = fit["alpha"], fit["beta"], fit["flops_per_param_token"]
+    """`parametric_allocation` of one fit at one C; FitError when no allocation exists."""
+    alpha, beta = fit["alpha"], fit["beta"]
     if alpha <= 0 or beta <= 0:
         raise FitError(f"the fit has alpha={alpha:.3g}, beta={beta:.3g}: no compute-optimal allocation exists")
-    G = (alpha * fit["A"] / (beta * fit["B"])) ** (1 / (alpha + beta))
-    N = G * (C / k) ** (beta / (alpha + beta))
-    return float(N), float(C / k / N)
+    N, D = parametric_allocation(fit, C)
+    return float(N), float(D)
