@@ -69,6 +69,10 @@ README_BUDGET = Budget(
             "lmx sweep experiments/isoflop_stdlib/sweep.py",
             "40 minutes; its measured points are committed and fitted by the next command",
         ),
+        (
+            "lmx sweep experiments/isoflop_stdlib/sweep.py --dry-run",
+            "the same command runs in the test of experiments/isoflop_stdlib/README.md (it times 5 model shapes)",
+        ),
     ),
 )
 
@@ -88,6 +92,7 @@ CONFIG_BUDGET = Budget(
             "16 runs, minutes; tests/test_launch.py and tests/test_fit.py run both on small sweeps",
         ),
         ("lmx sweep configs/sweeps/lr_ladder.py", "9 runs of 600 steps; tests/test_launch.py runs the launcher"),
+        (f"{ISOFLOP_TINY_SWEEP} --dry-run", "the same command runs in the user guide's scaling section test"),
     ),
 )
 
