@@ -2,9 +2,7 @@
 
 import json
 
-import grain
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from lmx.data.corpus import Corpus, CorpusStats, split_of
@@ -63,31 +61,27 @@ def test_each_epoch_covers_every_window_once_in_a_new_order():
     assert epoch1 != epoch2  # reshuffled
 
 
-def test_process_slices_are_disjoint_and_cover_the_epoch():
-    n, count = 40, 4
-    shards = [list(window_order(n, seed=5, process_index=p, process_count=count)[: n // count]) for p in range(count)]
-    seen = [i for shard in shards for i in shard]
-    assert len(set(seen)) == len(seen) == n
-    assert sorted(seen) == list(range(n))
+def test_the_global_batch_is_the_same_however_many_processes_read_it(prepared):
+    """Each process reads its rows (`rows`) of every global batch: together they are exactly the
+    one-process batch, row for row, at every step."""
+    whole = take(iter(pretrain_batches(prepared, "train", SEQ, 8, seed=4)), 6)
+    for processes in (2, 4):
+        per = 8 // processes
+        parts = [
+            take(iter(pretrain_batches(prepared, "train", SEQ, 8, seed=4, rows=(p * per, (p + 1) * per))), 6)
+            for p in range(processes)
+        ]
+        joined = [{k: np.concatenate([part[s][k] for part in parts]) for k in whole[s]} for s in range(6)]
+        assert_batches_equal(joined, whole)
 
 
-def test_exact_resume_through_orbax(prepared, tmp_path):
-    def pipeline():
-        return iter(pretrain_batches(prepared, "train", SEQ, 4, seed=7))
-
-    uninterrupted = take(pipeline(), 12)
-    it = pipeline()
-    take(it, 7)
-    manager = ocp.CheckpointManager(tmp_path / "ckpt")
-    manager.save(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
-    manager.wait_until_finished()
-    manager.close()
-
-    fresh = pipeline()  # a new pipeline in a new object
-    restorer = ocp.CheckpointManager(tmp_path / "ckpt")
-    restorer.restore(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
-    restorer.close()
-    assert_batches_equal(take(fresh, 5), uninterrupted[7:12])
+def test_reading_from_a_step_is_reading_from_the_start_and_skipping_to_it(prepared):
+    """A resumed run needs no saved iterator state: the step says where the data resumes."""
+    uninterrupted = take(iter(pretrain_batches(prepared, "train", SEQ, 4, seed=7)), 12)
+    resumed = take(iter(pretrain_batches(prepared, "train", SEQ, 4, seed=7, start_step=7)), 5)
+    assert_batches_equal(resumed, uninterrupted[7:12])
+    second_half = take(iter(pretrain_batches(prepared, "train", SEQ, 4, seed=7, rows=(2, 4), start_step=7)), 5)
+    assert_batches_equal(second_half, [{k: v[2:] for k, v in b.items()} for b in uninterrupted[7:12]])
 
 
 def test_decoding_a_document_gives_back_its_source_byte_for_byte(tokenizer, tmp_path):

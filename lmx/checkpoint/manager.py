@@ -1,9 +1,14 @@
-"""Checkpoints of a run: one Orbax step directory per saved step, holding three items.
+"""Checkpoints of a run: one Orbax step directory per saved step, holding two items.
 
 - ``state``: the TrainState (params, optimizer state, step, RNG, skip count), saved shard by shard;
-  restored straight into the shardings of the *current* mesh, which may differ from the saving one.
-- ``data``: the Grain iterator's state, so a resumed run reads exactly the batches it would have.
-- ``meta``: JSON run metadata (step, tokens, wall time, config, mesh).
+  restored straight into the shardings of the *current* mesh, which may differ from the saving one
+  (another mesh shape, or another number of processes).
+- ``meta``: JSON run metadata (step, tokens, wall time, config, mesh, processes).
+
+The data pipeline needs nothing saved: its position is the step (`lmx.data.pretrain.record_batches`).
+Checkpoints written before that also hold a ``data`` item (a Grain iterator state); it is ignored.
+In a multi-process run every process calls every method here (Orbax coordinates the writers); only
+process 0 moves damaged checkpoints aside.
 
 Saves are asynchronous by default: the arrays are copied off the devices, then written by a
 background thread while training goes on. Orbax writes each step into a temporary directory and
@@ -22,8 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import grain
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from lmx.config import CheckpointConfig
@@ -72,7 +78,7 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]) -> None:
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Starts saving (returns before the files are written when saves are asynchronous).
 
         A save that fails (a full disk, a lost permission), now or in the background (then it is
@@ -83,11 +89,7 @@ class Checkpoints:
         try:
             self._manager.save(
                 step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state),
-                    data=grain.checkpoint.CheckpointSave(data_iterator),
-                    meta=ocp.args.JsonSave(meta),
-                ),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                 force=True,
             )
         except Exception as e:
@@ -107,13 +109,12 @@ class Checkpoints:
     def restore_latest(
         self,
         abstract_state: Any,
-        data_iterator: Any,
         check_meta: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> tuple[Any, dict[str, Any]] | None:
         """``(state, meta)`` of the newest checkpoint that restores, or None when there is none.
 
         `abstract_state` holds `jax.ShapeDtypeStruct`s whose shardings say where each array goes.
-        The data iterator's position is set in place. `check_meta(step_dir, meta)` may raise
+        `check_meta(step_dir, meta)` may raise
         CheckpointError for a checkpoint that is intact but does not fit this run (another model):
         that error propagates and nothing is moved. Raises CheckpointError when checkpoints exist
         but none of them restores.
@@ -129,11 +130,7 @@ class Checkpoints:
                 check_meta(self.directory / str(step), meta)
             try:
                 restored = self._manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        data=grain.checkpoint.CheckpointRestore(data_iterator),
-                    ),
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
                 )
             except Exception as e:
                 self._set_aside(step, e, failures)
@@ -175,11 +172,13 @@ class Checkpoints:
     def _quarantine(self, step: int) -> None:
         """Moves a damaged step out of the manager's way (a later save may need its number)."""
         source = self.directory / str(step)
-        if source.exists():
+        if source.exists() and jax.process_index() == 0:
             target = self._quarantine_dir() / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(source, target)
             self.log(f"moved it to {target}")
+        if jax.process_count() > 1:  # the others wait until it is gone before they look again
+            multihost_utils.sync_global_devices(f"lmx-quarantine-{step}")
         self._manager.reload()
 
     def wait(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import grain
 import numpy as np
 
 
@@ -12,25 +11,26 @@ def eval_batches(
     source: Sequence[dict[str, np.ndarray]],
     global_batch: int,
     max_batches: int = 0,
-    process_index: int = 0,
-    process_count: int = 1,
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The items of `source` (windows, examples, pairs) in order, ``global_batch // process_count``
-    per process and batch.
+    """This process's `rows` ``[start, stop)`` (all by default) of each global batch of the items
+    of `source` (windows, examples, pairs) in order: global batch i holds items
+    ``[i * global_batch, (i + 1) * global_batch)``, the same however many processes read it.
 
-    All batches have one shape (one compilation): the last is padded with rows of zero weight.
+    All batches have one shape (one compilation): rows past the end are zeros, of zero weight.
     `max_batches` > 0 stops after that many (always the same ones, so evaluations compare).
     """
-    per_process = global_batch // process_count
+    start, stop = rows or (0, global_batch)
     n_batches = -(-len(source) // global_batch)
     if max_batches:
         n_batches = min(n_batches, max_batches)
-    ds = grain.MapDataset.range(len(source))[process_index::process_count].map(source.__getitem__)
-    ds = ds.batch(per_process, drop_remainder=False)
-    for i in range(min(n_batches, len(ds))):
-        batch = ds[i]
-        rows = len(next(iter(batch.values())))
-        if rows < per_process:
-            pad = per_process - rows
-            batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+    for i in range(n_batches):
+        first = i * global_batch
+        items = [source[j] for j in range(first + start, min(first + stop, len(source)))]
+        template = {k: np.asarray(v) for k, v in (items[0] if items else source[0]).items()}
+        batch = {k: np.stack([item[k] for item in items]).astype(v.dtype) for k, v in template.items()} if items else {}
+        pad = (stop - start) - len(items)
+        if pad:
+            zeros = {k: np.zeros((pad, *v.shape), v.dtype) for k, v in template.items()}
+            batch = {k: np.concatenate([batch[k], zeros[k]]) if k in batch else zeros[k] for k in template}
         yield batch

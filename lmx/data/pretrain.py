@@ -1,16 +1,16 @@
 """The pretraining pipeline: fixed-length windows of a prepared token file, through Grain.
 
 Window i holds tokens[i * L : i * L + L + 1] (inputs and their next-token targets). Windows are
-shuffled from a seed, reshuffled every epoch (Grain combines the seed with the epoch), sliced per
-JAX process, and batched to the per-process batch. Two layouts:
+shuffled from a seed, reshuffled every epoch (Grain combines the seed with the epoch), and cut into
+global batches; each JAX process reads its rows of each. Two layouts:
 
 - ``concat``: the window is one stream; documents (each ending in EOS) attend across boundaries.
 - ``document``: segment ids and positions restart at each document boundary, so attention stays
   inside a document, and the target that would cross into the next document is masked out.
 
 Batches: ``inputs, targets, segment_ids, positions`` (int32) and ``loss_mask`` (float32), each
-``[per_process_batch, L]``. The iterator's state (`get_state`/`set_state`) is saved by the
-trainer through Orbax, so a resumed run sees exactly the batches it would have seen.
+``[rows of this process, L]``. Where the reading starts is the step alone (`record_batches`), so a
+resumed run sees exactly the batches it would have seen, on any number of processes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from lmx.data.corpus import Split
 from lmx.data.prepare import load_split
-from lmx.errors import ConfigError, DataError
+from lmx.errors import DataError
 
 Packing = Literal["concat", "document"]
 
@@ -80,20 +80,12 @@ class TokenWindows:
         return record
 
 
-def window_order(
-    n_windows: int,
-    seed: int,
-    shuffle: bool = True,
-    epochs: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> grain.MapDataset:
-    """The window indices this process reads, in order: shuffled per epoch, then sliced."""
+def window_order(n_windows: int, seed: int, shuffle: bool = True, epochs: int | None = None) -> grain.MapDataset:
+    """The global order of the windows: shuffled per epoch from `seed`, repeated `epochs` times."""
     ds = grain.MapDataset.range(n_windows)
     if shuffle:
         ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(epochs)
-    return ds[process_index::process_count]
+    return ds.repeat(epochs)
 
 
 def record_batches(
@@ -103,23 +95,34 @@ def record_batches(
     seed: int,
     shuffle: bool = True,
     epochs: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
+    rows: tuple[int, int] | None = None,
+    start_step: int = 0,
     num_threads: int = 2,
 ) -> grain.IterDataset:
-    """Per-process batches of ``record(i)`` for i in the order of `window_order`.
+    """This process's rows of the global batches of ``record(i)``, from batch `start_step` on.
 
-    The shared batching of every lmx pipeline (pretraining windows, SFT rows, preference pairs):
-    shuffled from `seed` and reshuffled each epoch, sliced per process, `global_batch //
-    process_count` rows per batch; the iterator's state saves and restores through Orbax.
+    The shared batching of every lmx pipeline (pretraining windows, SFT rows, preference pairs).
+    Global batch s holds the records at positions ``[s * global_batch, (s + 1) * global_batch)``
+    of `window_order`; a process reads only its `rows` ``[start, stop)`` of each (all of them by
+    default; `lmx.parallel.mapping.process_rows` says which). So the global batch of a step is a
+    pure function of (seed, step, global batch): the same however many processes read it, and a
+    resumed run (on any number of processes) starts at its step with nothing else to restore.
     """
-    if global_batch % process_count:
-        raise ConfigError(f"train.batch_size={global_batch}: not divisible by the {process_count} processes")
-    per_process = global_batch // process_count
-    if epochs is not None and n_records * epochs // process_count < per_process:
+    start, stop = rows or (0, global_batch)
+    if not 0 <= start < stop <= global_batch:
+        raise ValueError(f"rows {rows} are not within a batch of {global_batch}")
+    order = window_order(n_records, seed, shuffle, epochs)
+    n_batches = len(order) // global_batch
+    if n_batches < 1:
         raise DataError(f"{n_records} records x {epochs} epochs are fewer than one batch of {global_batch}")
-    ds = window_order(n_records, seed, shuffle, epochs, process_index, process_count)
-    ds = ds.map(record).batch(per_process, drop_remainder=True)
+    per_process = stop - start
+
+    def read(k: int) -> dict[str, Any]:  # the k-th row this process reads, over all batches
+        step, row = divmod(k, per_process)
+        return record(order[step * global_batch + start + row])
+
+    ds = grain.MapDataset.range(start_step * per_process, n_batches * per_process).map(read)
+    ds = ds.batch(per_process, drop_remainder=True)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads))
 
 
@@ -132,14 +135,15 @@ def pretrain_batches(
     packing: Packing = "document",
     shuffle: bool = True,
     epochs: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
+    rows: tuple[int, int] | None = None,
+    start_step: int = 0,
     num_threads: int = 2,
     vocab_size: int | None = None,
 ) -> grain.IterDataset:
-    """Per-process batches of `global_batch // process_count` windows. Iterate it with `iter()`.
-    With `vocab_size`, token ids outside ``[0, vocab_size)`` raise DataError first."""
+    """This process's `rows` of each global batch of `global_batch` windows, from `start_step` on
+    (`record_batches`). Iterate it with `iter()`. With `vocab_size`, token ids outside
+    ``[0, vocab_size)`` raise DataError first."""
     source = TokenWindows(prepared_dir, split, seq_len, packing, vocab_size)
     return record_batches(
-        len(source), source.__getitem__, global_batch, seed, shuffle, epochs, process_index, process_count, num_threads
+        len(source), source.__getitem__, global_batch, seed, shuffle, epochs, rows, start_step, num_threads
     )

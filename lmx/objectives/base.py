@@ -41,7 +41,9 @@ class Task(Protocol):
     batch_spec: BatchSpec
     tokens_per_step: int  # tokens the model processes per step (throughput and MFU)
 
-    def train_batches(self) -> grain.IterDataset: ...
+    def train_batches(self, start_step: int = 0) -> grain.IterDataset:
+        """This process's rows of the global batches from `start_step` on (`lmx.data.pretrain.record_batches`)."""
+        ...
 
     def evaluate(self, params: Any, max_batches: int, frozen: Any = None) -> dict[str, float]: ...
 

@@ -24,7 +24,14 @@ from lmx.data.tokenizer import Tokenizer
 from lmx.errors import ConfigError, DataError
 from lmx.objectives.base import BatchSpec, Log, LossFn, Objective, check_vocab
 from lmx.objectives.lm_eval import check_finite_loss
-from lmx.parallel.mapping import Batch, eval_batch_size, means_from_sums, sharded_sums, step_batch_sharding
+from lmx.parallel.mapping import (
+    Batch,
+    eval_batch_size,
+    means_from_sums,
+    process_rows,
+    sharded_sums,
+    step_batch_sharding,
+)
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 
@@ -111,7 +118,7 @@ def objective_sums(
     sharding = step_batch_sharding(mesh)
     batch_size = eval_batch_size(cfg, mesh)
     totals = None
-    for batch in eval_batches(source, batch_size, max_batches, jax.process_index(), jax.process_count()):
+    for batch in eval_batches(source, batch_size, max_batches, process_rows(sharding, batch_size)):
         batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
         out = eval_step(params, batch, frozen)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
@@ -201,7 +208,7 @@ class ChatTask:
     def batches(self, examples: list, **kwargs: Any) -> grain.IterDataset:
         raise NotImplementedError
 
-    def train_batches(self) -> grain.IterDataset:
+    def train_batches(self, start_step: int = 0) -> grain.IterDataset:
         cfg = self.cfg
         examples = self.examples["train"]
         if len(examples) < cfg.train.batch_size:
@@ -213,8 +220,8 @@ class ChatTask:
             examples,
             seed=cfg.train.seed,
             pad_id=self.pad_id,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            rows=process_rows(step_batch_sharding(self.mesh), cfg.train.batch_size),
+            start_step=start_step,
             num_threads=cfg.data.loader_threads,
         )
 

@@ -27,7 +27,7 @@ from lmx.data.eval_batches import eval_batches
 from lmx.data.pretrain import TokenWindows
 from lmx.errors import DataError
 from lmx.objectives.losses import cross_entropy_sums
-from lmx.parallel.mapping import Batch, eval_batch_size, sharded_sums, step_batch_sharding
+from lmx.parallel.mapping import Batch, eval_batch_size, process_rows, sharded_sums, step_batch_sharding
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 
@@ -59,7 +59,8 @@ def source_eval_batches(
     cfg: Config, mesh: Mesh, source: TokenWindows, max_batches: int
 ) -> Iterator[dict[str, np.ndarray]]:
     """`eval_batches` of any windows with a run config's batch size, for this process."""
-    return eval_batches(source, eval_batch_size(cfg, mesh), max_batches, jax.process_index(), jax.process_count())
+    size = eval_batch_size(cfg, mesh)
+    return eval_batches(source, size, max_batches, process_rows(step_batch_sharding(mesh), size))
 
 
 def make_eval_step(

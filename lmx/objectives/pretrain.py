@@ -9,7 +9,6 @@ from typing import Any
 
 import flax.linen as nn
 import grain
-import jax
 from jax.sharding import Mesh
 
 from lmx.config import Config, PretrainConfig
@@ -19,7 +18,7 @@ from lmx.objectives.base import Array, Log, LossFn, Objective, check_vocab, row_
 from lmx.objectives.lm_eval import config_eval_batches, evaluate, make_eval_step, unigram_loss
 from lmx.objectives.losses import cross_entropy_sums
 from lmx.objectives.registry import register
-from lmx.parallel.mapping import Batch, step_batch_sharding
+from lmx.parallel.mapping import Batch, process_rows, step_batch_sharding
 
 
 def pretrain_loss(model: nn.Module, z_loss: float = 0.0) -> LossFn:
@@ -44,7 +43,7 @@ class PretrainTask:
         self.tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
         self._eval_step: Callable | None = None
 
-    def train_batches(self) -> grain.IterDataset:
+    def train_batches(self, start_step: int = 0) -> grain.IterDataset:
         cfg = self.cfg
         return pretrain_batches(
             self.prepared_dir,
@@ -53,8 +52,8 @@ class PretrainTask:
             cfg.train.batch_size,
             seed=cfg.train.seed,
             packing=cfg.data.packing,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            rows=process_rows(step_batch_sharding(self.mesh), cfg.train.batch_size),
+            start_step=start_step,
             num_threads=cfg.data.loader_threads,
         )
 

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lmx.data.eval_batches import eval_batches
 from lmx.data.preference import PreferencePair, pair_record
 from lmx.objectives.pairs import pair_logps
-from lmx.parallel.mapping import step_batch_sharding
+from lmx.parallel.mapping import process_rows, step_batch_sharding
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules
 
@@ -68,19 +68,14 @@ def compute_reference_logps(
     """``[len(pairs), 2]`` float32: log ref(chosen), log ref(rejected) summed over response tokens."""
     fn = make_logps_fn(model, mesh, rules)
     sharding = step_batch_sharding(mesh)
-    pi, pc = jax.process_index(), jax.process_count()
-    per_process = global_batch // pc
+    rows = process_rows(sharding, global_batch)
     out = np.zeros((len(pairs), 2), np.float32)
-    for i, batch in enumerate(eval_batches(PairRecords(pairs, seq_len, pad_id), global_batch, 0, pi, pc)):
+    for i, batch in enumerate(eval_batches(PairRecords(pairs, seq_len, pad_id), global_batch, 0, rows)):
         batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-        values = np.asarray(jax.device_get(fn(params, batch)))
-        # Row r of the global batch is row r % per_process of process r // per_process, which
-        # reads items q, q + pc, q + 2 pc, ... (eval_batches' slicing).
-        for r in range(global_batch):
-            q, j = divmod(r, per_process)
-            item = (i * per_process + j) * pc + q
-            if item < len(pairs):
-                out[item] = values[r]
+        values = np.asarray(jax.device_get(fn(params, batch)))  # replicated: the whole global batch
+        # Row r of global batch i is item i * global_batch + r (`eval_batches`).
+        first = i * global_batch
+        out[first : first + global_batch] = values[: len(pairs) - first]
     return out
 
 

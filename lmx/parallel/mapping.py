@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lmx.config import Config
-from lmx.errors import ConfigError
+from lmx.errors import ClusterError, ConfigError
 from lmx.parallel.rules import Rules, activation_rules, constrain, without_axes
 
 Array = jax.Array
@@ -77,6 +77,28 @@ def step_batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def process_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of a global batch that this process's devices hold under
+    `sharding`: the only rows it reads (`jax.make_array_from_process_local_data` takes them).
+
+    Several processes may hold the same rows (a batch replicated over fsdp hosts); one process
+    holds all of them in a one-process run. Raises ClusterError when its rows are not one block.
+    """
+    blocks = sorted(
+        {
+            (i[0].start or 0, global_batch if i[0].stop is None else i[0].stop)
+            for i in sharding.addressable_devices_indices_map((global_batch,)).values()
+        }
+    )
+    start, stop = blocks[0][0], blocks[-1][1]
+    if sum(b - a for a, b in blocks) != stop - start:  # a gap (or an overlap) between the blocks
+        raise ClusterError(
+            f"process {jax.process_index()} holds the batch rows {blocks} of {global_batch}, not one block; "
+            "its devices are not contiguous along the mesh's data axis"
+        )
+    return start, stop
+
+
 def means_from_sums(loss_sum: Array, stats: Mapping[str, Array]) -> dict[str, Array]:
     """Divides every stat sum by the total weight; keeps the weight itself as ``tokens``."""
     denom = jnp.maximum(stats["weight"], 1.0)
@@ -88,11 +110,8 @@ def means_from_sums(loss_sum: Array, stats: Mapping[str, Array]) -> dict[str, Ar
 
 def eval_batch_size(cfg: Config, mesh: Mesh) -> int:
     """The global evaluation batch (``eval.batch_size``, else ``train.batch_size``), checked to
-    split evenly over the mesh's data axis and the processes."""
+    split evenly over the mesh's data axis."""
     size = cfg.eval.batch_size or cfg.train.batch_size
-    if size % (mesh.shape[DATA_AXIS] * jax.process_count()):
-        raise ConfigError(
-            f"eval.batch_size={size}: must be divisible by the mesh data size ({mesh.shape[DATA_AXIS]}) "
-            f"and the processes ({jax.process_count()})"
-        )
+    if size % mesh.shape[DATA_AXIS]:
+        raise ConfigError(f"eval.batch_size={size}: must be divisible by the mesh data size ({mesh.shape[DATA_AXIS]})")
     return size
