@@ -29,3 +29,8 @@ class NonFiniteError(LmxError):
 class FitError(LmxError):
     """A scaling-law fit cannot be made: too few points for the fit, or points that do not
     determine it (an IsoFLOP profile without a minimum). The message says what is missing."""
+
+
+class ClusterError(LmxError):
+    """A multi-process run cannot start or go on: a process cannot join it, or the devices and
+    processes do not fit the mesh. The message names the processes and counts."""

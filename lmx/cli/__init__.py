@@ -10,14 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lmx.cli import data, evaluate, generate, scaling, train
+from lmx.cli import data, evaluate, generate, launch, scaling, train
 from lmx.errors import LmxError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, evaluate, generate, scaling, data):  # the order of `lmx --help`
+    for group in (train, launch, evaluate, generate, scaling, data):  # the order of `lmx --help`
         group.add_commands(sub)
     return parser
 
@@ -25,14 +25,54 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_library_logs()
+    watch, status = None, 1
     try:
-        return args.func(args)
+        watch = _join_run(args)
+        status = args.func(args)
+        return status
     except LmxError as e:
-        print(f"lmx {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        status = 2
+        _report(args.command, str(e), watch)
+        return status
     except KeyboardInterrupt:
-        print(f"lmx {args.command}: interrupted", file=sys.stderr)
-        return 130
+        status = 130
+        _report(args.command, "interrupted", watch)
+        return status
+    except Exception as e:
+        if watch:  # a lost peer breaks collectives first: let the watch name it (and exit) if so
+            watch.await_verdict()
+            watch.report_failure(f"{type(e).__name__}: {e}")  # a fault of lmx or the runtime
+        raise
+    finally:
+        if watch:
+            watch.finish(ok=status == 0)
+
+
+def _join_run(args: argparse.Namespace):
+    """Joins a multi-process run when the command takes part in one (`lmx.parallel.distributed`),
+    before anything asks JAX about devices; returns its `PeerWatch`, or None for a run of one
+    process. Only process 0 speaks on stdout; errors, on stderr, are each process's own."""
+    if not hasattr(args, "coordinator"):
+        return None
+    from lmx.parallel import distributed
+
+    cfg = distributed.DistributedConfig(args.coordinator, args.num_processes, args.process_id, args.peer_timeout)
+    if not distributed.initialize(cfg):
+        return None
+    watch = distributed.PeerWatch(args.command, cfg.peer_timeout_s).start()
+    if not watch.is_lead:  # file descriptor 1 itself: the runtime's C++ (gloo) prints there too
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    return watch
+
+
+def _report(command: str, message: str, watch) -> None:
+    """Prints the error line; in a multi-process run prefixed with the process, and told to the
+    other processes, whose watch then stops them naming this one."""
+    prefix = watch.prefix if watch else ""
+    print(f"{prefix}lmx {command}: error: {message}", file=sys.stderr, flush=True)
+    if watch:
+        watch.report_failure(message)
 
 
 def quiet_library_logs() -> None:

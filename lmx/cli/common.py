@@ -13,6 +13,22 @@ def config_arguments(parser: argparse.ArgumentParser, help: str = "") -> None:
     )
 
 
+def distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a process joins a multi-process run (`lmx.parallel.distributed`). Without these, a
+    cluster that JAX detects (SLURM, Open MPI, a Kubernetes Indexed Job, Cloud TPU) is joined."""
+    group = parser.add_argument_group("many processes (one run over several hosts; see docs/USER_GUIDE.md)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, on every process")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes the run has")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+    group.add_argument(
+        "--peer-timeout",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a process silent this long is lost: the others exit (status 3) naming it",
+    )
+
+
 def slug(text: str) -> str:
     import hashlib
     import re

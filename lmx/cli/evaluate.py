@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lmx import atomic
-from lmx.cli.common import slug
+from lmx.cli.common import distributed_arguments, slug
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -13,6 +13,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from lmx.errors import DataError
 
         raise DataError("give at most one of --task, --responses, --pairs, --text and --tokens")
+    import jax
+
+    if jax.process_count() > 1 and (args.task or args.responses or args.pairs):
+        from lmx.errors import ConfigError
+
+        raise ConfigError("--task, --responses and --pairs run on one process; loss and bits per byte run on many")
     if args.task:
         return _eval_task(args)
     if args.responses:
@@ -34,7 +40,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         out = Path(args.run_dir) / f"eval-{slug(str(source))}-step{step}.json"
     else:
         out = Path(args.run_dir) / f"eval-{args.split}-step{step}.json"
-    atomic.write_text(out, json.dumps({"step": step, "source": str(source), **result.to_dict()}, indent=2) + "\n")
+    if jax.process_index() == 0:  # one writer (the others' stdout is closed)
+        atomic.write_text(out, json.dumps({"step": step, "source": str(source), **result.to_dict()}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
@@ -124,4 +131,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--pairs", help="preference JSONL: a reward-model or preference run's pairwise metrics")
     evaluate.add_argument("--batch-size", type=int, default=32, help="prompts answered together (--responses)")
     evaluate.add_argument("--max-new-tokens", type=int, default=0, help="--responses: 0 = longest reference + 4")
+    distributed_arguments(evaluate)
     evaluate.set_defaults(func=_cmd_eval)

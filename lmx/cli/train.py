@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from lmx.cli.common import config_arguments
+from lmx.cli.common import config_arguments, distributed_arguments
 
 
 def _cmd_smoke(args: argparse.Namespace) -> int:
@@ -63,4 +63,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="continue a finished (or interrupted) run with a changed config on purpose; keeps its old summary "
         "and final checkpoint",
     )
+    distributed_arguments(train)
     train.set_defaults(func=_cmd_train)

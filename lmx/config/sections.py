@@ -179,6 +179,9 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     rules: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_RULES
+    # Many processes (hosts): into how many host groups the data axis splits; the remaining host
+    # groups split fsdp, and tensor stays within a host. -1: as many as data and the processes share.
+    data_hosts: int = -1
 
     def __post_init__(self) -> None:
         sizes = self.shape
@@ -187,6 +190,8 @@ class MeshConfig:
         for name, size in zip(self.AXES, sizes, strict=True):
             if size == 0 or size < -1:
                 fail("mesh", name, size, "must be positive, or -1 for the remaining devices")
+        if self.data_hosts == 0 or self.data_hosts < -1:
+            fail("mesh", "data_hosts", self.data_hosts, "must be positive, or -1 to choose")
         seen = set()
         for logical, axes in self.rules:
             if logical in seen:

@@ -242,7 +242,21 @@ def ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Tokeni
 
     Then checks every split's token ids against `vocab_size` (the model's vocabulary): training and
     `lmx eval` open the prepared data here, so ids a model cannot embed fail here, naming the file.
+    In a multi-process run (every process calls this) process 0 prepares while the others wait, then
+    they read what it wrote: one writer per file on shared storage.
     """
+    # Imported here: `lmx data prepare` uses this module without ever starting JAX.
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            _ensure_prepared(cfg, vocab_size, log)
+        multihost_utils.sync_global_devices("lmx-data-prepared")
+    return _ensure_prepared(cfg, vocab_size, log)
+
+
+def _ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Tokenizer, Path, dict[str, Any]]:
     corpus = Corpus.parse(cfg.corpus, cfg.validation_fraction)
     tokenizer_path, prepared_dir = data_paths(cfg, vocab_size)
     if tokenizer_path.is_file():

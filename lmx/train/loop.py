@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from lmx.checkpoint import Checkpoints
 from lmx.checkpoint.init_from import load_init_params
@@ -83,6 +84,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.files = RunDirectory(self.run_dir)
         self.is_lead = jax.process_index() == 0
+        self.say: Callable[[str], None] = print if self.is_lead else _silent  # one voice per run
         self.lock = None
         created = not self.run_dir.exists()
         try:
@@ -118,11 +120,12 @@ class Trainer:
         reference = None
         if objective.reference(cfg) != "none":
             reference = self._load_params(self.setup.abstract_state.params, "reference model")
-        self.task = objective.make_task(cfg, self.mesh, self.setup.model, reference, print)
+        self.task = objective.make_task(cfg, self.mesh, self.setup.model, reference, self.say)
         # Passed to every step when the reference runs in the step (else freed once precomputed).
         self.frozen = reference if objective.reference(cfg) == "in_step" else None
-        self.data_iterator = iter(self.task.train_batches())
-        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", cfg.checkpoint, keep=self.files.kept_steps())
+        self.checkpoints = Checkpoints(
+            self.run_dir / "checkpoints", cfg.checkpoint, self.say, keep=self.files.kept_steps()
+        )
         self._last_saved: int | None = None  # the newest step saved (or restored) by this launch
         self.loss_fn = make_loss(self.setup) if make_loss else None
 
@@ -150,12 +153,12 @@ class Trainer:
         """The ``objective.init_from`` run's parameters, in the shardings of `target_params`."""
         params, source, new = load_init_params(self.cfg.objective.init_from_run(), target_params)
         fresh = f"; new, initialised fresh: {', '.join(new)}" if new else ""
-        print(f"{role}: parameters of {source.run_dir} at step {source.step}{fresh}")
+        self.say(f"{role}: parameters of {source.run_dir} at step {source.step}{fresh}")
         return params
 
     def _restore_or_init(self) -> tuple[TrainState, float]:
         """The state to start from and the training wall time spent before this launch."""
-        restored = self.checkpoints.restore_latest(self.setup.abstract_state, self.data_iterator, self._check_meta)
+        restored = self.checkpoints.restore_latest(self.setup.abstract_state, self._check_meta)
         if restored is None:
             state = self.setup.init_state()
             if self.cfg.objective.init_from_run():  # parameters only: the optimizer starts fresh
@@ -163,11 +166,11 @@ class Trainer:
             return state, 0.0
         state, meta = restored
         step = int(meta["step"])
-        print(f"resumed from {self.checkpoints.directory / str(step)} (step {step})")
+        self.say(f"resumed from {self.checkpoints.directory / str(step)} (step {step})")
         if self.is_lead:
             dropped = truncate_jsonl(self.run_dir / "metrics.jsonl", step)
             if dropped:
-                print(f"dropped {dropped} metrics rows logged after step {step} by the interrupted run")
+                self.say(f"dropped {dropped} metrics rows logged after step {step} by the interrupted run")
         return state, float(meta.get("train_time_s", 0.0))
 
     def _check_meta(self, step_dir: Path, meta: dict[str, Any]) -> None:
@@ -218,13 +221,16 @@ class Trainer:
         total = cfg.train.steps
         try:
             state, time_before = self._restore_or_init()
+            step = int(jax.device_get(state.step))
+            # The data resumes at the step alone (`lmx.data.pretrain.record_batches`); read before
+            # `_begin` writes anything, so data that cannot make a batch leaves the directory as it was.
+            self.data_iterator = iter(self.task.train_batches(start_step=step))
         except BaseException:
             self.checkpoints.close()
             raise
-        step = int(jax.device_get(state.step))
         summary = self.files.read_summary() if step >= total else None
         if summary is not None:
-            print(f"{self.run_dir}: already complete at step {step}")
+            self.say(f"{self.run_dir}: already complete at step {step}")
             self.checkpoints.close()
             return RunResult("completed", step, summary)
         self._begin(step)
@@ -232,7 +238,7 @@ class Trainer:
         step_fn, compile_s = self._compile(state)
         frozen = self._frozen_args()
         progress, sinks = make_sinks(cfg, self.run_dir, step) if self.is_lead else (None, [])
-        log = progress.message if progress else print
+        log = progress.message if progress else self.say
         counts = param_counts(cfg.model)
         log(
             f"{cfg.name}: {counts.total:,} parameters, mesh {dict(self.mesh.shape)}, "
@@ -242,8 +248,10 @@ class Trainer:
         pending: list[dict[str, jax.Array]] = []  # device metrics of the steps since the last log
         window_start, eval_time, launch = time.perf_counter(), 0.0, time.perf_counter()
         status: Status = "completed"
+        # Many processes stop at a step they agree on (the runtime's preemption sync point).
+        sync_point = multihost_utils.reached_preemption_sync_point if jax.process_count() > 1 else None
         try:
-            with StopRequest() as stop:
+            with StopRequest(sync_point) as stop:
                 while step < total:
                     state, metrics = step_fn(state, self._global_batch(next(self.data_iterator)), *frozen)
                     step += 1
@@ -251,26 +259,27 @@ class Trainer:
                     if progress:
                         progress.advance()
                     last = step == total
-                    if step % cfg.log.every_steps == 0 or last or stop.requested:
+                    stopping = stop.should_stop(step)
+                    if step % cfg.log.every_steps == 0 or last or stopping:
                         row = self._train_row(step, pending, state, window_start + eval_time)
                         _write(sinks, progress, step, row)
                         pending, window_start, eval_time = [], time.perf_counter(), 0.0
                     if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and not last:
                         start = time.perf_counter()
-                        result = self._evaluate(state.params, cfg.eval.batches)
+                        result = self.task.evaluate(state.params, cfg.eval.batches, self.frozen)
                         _write(sinks, progress, step, _prefixed(result))
                         log(f"step {step}: {self.task.describe(result)}")
                         eval_time += time.perf_counter() - start
                     every = cfg.checkpoint.every_steps
-                    if (every and step % every == 0) or last or stop.requested:
+                    if (every and step % every == 0) or last or stopping:
                         self._check_finite(step, pending)
                         train_time = time_before + time.perf_counter() - launch
                         self._save(step, state, train_time)
-                    if stop.requested and not last:
+                    if stopping and not last:
                         status = "preempted"
                         self.checkpoints.wait()
                         log(
-                            f"received {stop.signal_name}: saved a checkpoint at step {step} in "
+                            f"{stop.reason}: saved a checkpoint at step {step} in "
                             f"{self.checkpoints.directory}; run the same command again to resume"
                         )
                         break
@@ -339,20 +348,18 @@ class Trainer:
             "tokens_seen": step * self.tokens_per_step,
             "train_time_s": train_time,
             "mesh": dict(self.mesh.shape),
+            "processes": jax.process_count(),
             "config": self.cfg.to_dict(),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        self.checkpoints.save(step, state, self.data_iterator, meta)
+        self.checkpoints.save(step, state, meta)
         self._last_saved = step
-
-    def _evaluate(self, params: Any, max_batches: int) -> dict[str, float]:
-        return self.task.evaluate(params, max_batches, self.frozen)
 
     def _finish(
         self, state: TrainState, step: int, train_time: float, compile_s: float, log: Callable
     ) -> dict[str, Any]:
         """Final evaluation and summary.json."""
-        result = self._evaluate(state.params, self.cfg.eval.final_batches)
+        result = self.task.evaluate(state.params, self.cfg.eval.final_batches, self.frozen)
         counts = param_counts(self.cfg.model)
         tokens = step * self.tokens_per_step
         summary = {
@@ -376,6 +383,10 @@ class Trainer:
         described = self.task.describe(result)
         log(f"done: step {step}, {described}, {train_time:.0f} s of training; summary in {self.run_dir}")
         return summary
+
+
+def _silent(message: str) -> None:
+    """The log of a process other than the lead: the lead speaks for the run."""
 
 
 def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row) -> None:

@@ -26,7 +26,8 @@ from lmx.errors import ConfigError
 
 # Keys a resumed run honours exactly: logging, checkpoint cadence, evaluation cadence and batch (its
 # sums do not depend on it), the run's name and sweep coordinates, the loader's threads, and the mesh
-# (a checkpoint restores onto any mesh; the numbers then agree to float summation order).
+# (a checkpoint restores onto any mesh and number of processes; the numbers then agree to float
+# summation order).
 RESUMABLE_KEYS = (
     "name",
     "log.",
@@ -38,6 +39,7 @@ RESUMABLE_KEYS = (
     "mesh.data",
     "mesh.fsdp",
     "mesh.tensor",
+    "mesh.data_hosts",
     "data.loader_threads",
     "sweep.",
 )
