@@ -6,6 +6,7 @@ import argparse
 
 from lmx import atomic
 from lmx.cli.common import config_arguments
+from lmx.errors import ConfigError
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
@@ -49,8 +50,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if source:
             print(f"estimated times from the FLOP/s of {source}")
         return 0
+    if args.launcher == "local" and (args.nodes > 1 or args.tasks_per_node > 1):
+        raise ConfigError("--nodes and --tasks-per-node apply to --launcher slurm (multi-process runs under srun)")
     if args.launcher == "slurm":
-        path = launch.write_slurm(sweep, runs, sweep_dir, directives=args.sbatch_option, max_parallel=args.max_parallel)
+        path = launch.write_slurm(
+            sweep,
+            runs,
+            sweep_dir,
+            directives=args.sbatch_option,
+            max_parallel=args.max_parallel,
+            nodes=args.nodes,
+            tasks_per_node=args.tasks_per_node,
+        )
         print(f"wrote {path} ({len(runs)} array tasks) and {sweep_dir / 'commands.txt'}; submit with: sbatch {path}")
         return 0
     report = launch.launch_local(runs, sweep_dir)
@@ -160,6 +171,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="slurm: an extra #SBATCH option, e.g. --gres=gpu:1 (repeatable)",
     )
     sweep.add_argument("--max-parallel", type=int, default=0, help="slurm: at most this many tasks at once")
+    sweep.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="slurm: nodes per run; above 1, each run of the sweep is one multi-process run (through srun)",
+    )
+    sweep.add_argument(
+        "--tasks-per-node",
+        type=int,
+        default=1,
+        metavar="T",
+        help="slurm: processes per node of each run (the GPUs per node for one process per GPU; ask for the "
+        "GPUs with --sbatch-option=--gpus-per-node=T); above 1, each run is one multi-process run (through srun)",
+    )
     sweep.set_defaults(func=_cmd_sweep)
 
     fit = sub.add_parser("fit", help="fit scaling laws to a sweep directory or a CSV (N,D,loss[,C,budget])")

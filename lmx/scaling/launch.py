@@ -15,8 +15,9 @@ reported and the sweep goes on. SIGINT/SIGTERM stop the sweep after the current 
 checkpoint, so a relaunch continues where it stopped.
 
 `write_slurm` writes an sbatch script with one array task per run that runs the same commands
-(skipping finished runs the same way), and starts nothing. Every file written here is written whole
-or not at all (`lmx.atomic`), so a killed launcher leaves no cut-off config, command list or script.
+(skipping finished runs the same way; through ``srun`` when each run has several processes), and
+starts nothing. Every file written here is written whole or not at all (`lmx.atomic`), so a killed
+launcher leaves no cut-off config, command list or script.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lmx import atomic
+from lmx.cluster.slurm import sbatch_directive, srun_line
 from lmx.config import Config, diff_keys, flatten_keys
 from lmx.errors import DataError
 from lmx.scaling.points import read_json_object
@@ -219,11 +221,19 @@ def write_slurm(
     python: str = sys.executable,
     directives: Sequence[str] = (),
     max_parallel: int = 0,
+    nodes: int = 1,
+    tasks_per_node: int = 1,
 ) -> Path:
     """Writes ``<sweep dir>/sweep.sbatch``: a job array with one task per run (task i runs line
     i + 1 of commands.txt, also embedded in the script), skipping runs already finished. Submit it
     with ``sbatch``; this starts nothing. `directives` are extra ``#SBATCH`` options, e.g.
-    ``--gres=gpu:1`` or ``--time=4:00:00``; `max_parallel` > 0 caps concurrently running tasks."""
+    ``--gres=gpu:1`` or ``--time=4:00:00``; `max_parallel` > 0 caps concurrently running tasks.
+    With `nodes` > 1 or `tasks_per_node` > 1 every run is one multi-process run of that many
+    processes, started through ``srun`` (`lmx.cluster.slurm.srun_line`; one process per GPU means
+    `tasks_per_node` = the GPUs each node has, asked for in `directives`, e.g. ``--gpus-per-node=8``)."""
+    srun = srun_line(nodes, tasks_per_node)  # (checks the counts)
+    multiprocess = nodes > 1 or tasks_per_node > 1
+    srun = srun + " " if multiprocess else ""
     sweep_dir = Path(sweep_dir).absolute()
     commands = write_plan(runs, sweep_dir, python)
     (sweep_dir / "logs").mkdir(exist_ok=True)
@@ -235,7 +245,8 @@ def write_slurm(
         f"#SBATCH --job-name={sweep.name}",
         f"#SBATCH --array={array}",
         f"#SBATCH --output={sweep_dir / 'logs'}/%x-%a.out",
-        *(f"#SBATCH {d if d.startswith('--') else '--' + d}" for d in directives),
+        *([f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={tasks_per_node}"] if multiprocess else []),
+        *(sbatch_directive(d) for d in directives),
         "set -euo pipefail",
         "",
         "RUNS=(",
@@ -258,9 +269,9 @@ def write_slurm(
         f'  mv -f "$summary" "$summary"{UNREADABLE_SUFFIX}',
         f'  echo "$run: $summary cannot be read (cut off?); moved it to $summary{UNREADABLE_SUFFIX}, running again"',
         "fi",
-        'echo "$run: ${COMMANDS[$task]}"',
+        f'echo "$run: {srun}${{COMMANDS[$task]}}"',
         # lmx train resumes from the run's checkpoints, so a requeued task continues.
-        'eval "${COMMANDS[$task]}"',
+        f'eval "{srun}${{COMMANDS[$task]}}"',
         "",
     ]
     path = sweep_dir / "sweep.sbatch"

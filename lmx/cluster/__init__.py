@@ -1,0 +1,1 @@
+"""Launching one lmx run over several processes: locally, under SLURM, on Kubernetes."""
