@@ -34,6 +34,11 @@ GUIDE_BUDGET = Budget(
     skip=(
         (ISOFLOP_TINY_SWEEP, "16 runs, minutes; tests/test_launch.py runs the local launcher on small sweeps"),
         (
+            "lmx launch local --processes 2 configs/tiny.py --run-dir runs/tiny-2proc",
+            "two processes compiling the tiny model: a minute of the suite's two cores; tests/test_multiprocess.py "
+            "runs `lmx launch local` with 2 and 4 processes and checks them against one process",
+        ),
+        (
             "lmx fit runs/sweeps/isoflop_tiny --approach 2 3 power --bootstrap 1000 --budget 1e13 "
             "--json runs/sweeps/isoflop_tiny/fit/fit.json",
             "needs the sweep above; tests/test_fit.py fits sweep directories, and the README and "

@@ -75,11 +75,21 @@ def test_user_guide_scaling_commands_run_as_written(tmp_path):
     assert (tmp_path / "reader" / "runs" / "sweeps" / "isoflop_tiny" / "sweep.sbatch").is_file()
 
 
+@pytest.mark.slow
+def test_user_guide_many_machines_commands_run_as_written(tmp_path):
+    """The SLURM script is written and parses (the local launcher's command is skipped: see
+    tests/doc_support.py)."""
+    directory = fresh(tmp_path)
+    run_sequence(guide_section("Many machines"), directory, GUIDE_BUDGET)
+    assert (directory / "runs" / "small-2x8" / "slurm" / "train.sbatch").is_file()
+
+
 def test_every_guide_command_is_in_a_tested_section():
     tested = {"Quick start", *SECTIONS_AFTER_QUICK_START}
     tested |= {
         "Post-training: SFT, preference optimisation, reward models",
         "Scaling studies: sweeps, launchers and fits",
+        "Many machines",
     }
     untested = {name: cmds for name, cmds in markdown_sections(GUIDE).items() if cmds and name not in tested}
     assert not untested, f"sections with commands that no test runs: {list(untested)}"
