@@ -232,6 +232,27 @@ def train_loop() -> str:
     )
 
 
+def multiprocess() -> str:
+    r = load("multiprocess")
+    runs = r["runs"]
+    sizes = sorted({int(k) for run in runs.values() for k in run["allreduce_s_by_floats"]})
+    rows = [
+        [
+            name,
+            f"{run['step_s'] * 1e3:.0f} ms",
+            f"{run['tokens_per_s']:,.0f}",
+            *(f"{run['allreduce_s_by_floats'][str(n)] * 1e3:.2f} ms" for n in sizes),
+        ]
+        for name, run in runs.items()
+    ]
+    header = ["layout", "step (median)", "tokens/s", *(f"all-reduce {n:,} floats" for n in sizes)]
+    return (
+        table(header, rows)
+        + f"\nTwo processes take {r['step_slowdown']:.2f}x the time of one. Config `{r['config']}`, data axis 2. "
+        + provenance(r, "benchmarks/results/multiprocess.json")
+    )
+
+
 def preference_step() -> str:
     r = load("preference_step")
     names = {
@@ -362,6 +383,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "data": data,
     "train-loop": train_loop,
     "preference-step": preference_step,
+    "multiprocess": multiprocess,
     "bootstrap-fit": bootstrap_fit,
     "isoflop-runs": isoflop_runs,
     "isoflop-minima": isoflop_minima,

@@ -40,6 +40,7 @@ KEYS = {
         "loader_tokens_per_s",
     },
     "generate": {"config", "prompt_tokens", "cache_length", "runs"},
+    "multiprocess": {"config", "overrides", "runs", "step_slowdown"},
     "preference_step": {"config", "params", "tokens_per_step", "seq_len", "runs"},
     "train_loop": {
         "config",
@@ -64,6 +65,14 @@ RUN_KEYS = {
         "recompute_tokens_per_s_by_layers",
         "speedup",
         "compilations",
+    },
+    "multiprocess": {
+        "processes",
+        "devices_per_process",
+        "compile_s",
+        "step_s",
+        "tokens_per_s",
+        "allreduce_s_by_floats",
     },
     "preference_step": {"compile_s", "step_s", "tokens_per_s", "cost_per_token_vs_pretrain"},
     "train_step": {
@@ -121,6 +130,8 @@ def test_benchmark_smoke(name, tmp_path):
             assert not RUN_KEYS[name] - set(row), f"missing in a run: {RUN_KEYS[name] - set(row)}"
     if name == "preference_step":
         assert set(results["runs"]) == {"pretrain", "preference_in_step_reference", "preference_precomputed_reference"}
+    if name == "multiprocess":  # the layouts really were 1 x 2 and 2 x 1
+        assert [(r["processes"], r["devices_per_process"]) for r in results["runs"].values()] == [(1, 2), (2, 1)]
     if name == "train_step":
         assert [r["config"] for r in results["runs"]] == ["configs/tiny.py", "configs/small.py"]
     if name == "train_loop":
