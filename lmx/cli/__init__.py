@@ -9,9 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lmx.cli import data, evaluate, generate, launch, scaling, train
 from lmx.errors import LmxError
+
+if TYPE_CHECKING:  # imported when a command joins a run: it starts JAX
+    from lmx.parallel.distributed import PeerWatch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch.finish(ok=status == 0)
 
 
-def _join_run(args: argparse.Namespace):
+def _join_run(args: argparse.Namespace) -> PeerWatch | None:
     """Joins a multi-process run when the command takes part in one (`lmx.parallel.distributed`),
     before anything asks JAX about devices; returns its `PeerWatch`, or None for a run of one
     process. Only process 0 speaks on stdout; errors, on stderr, are each process's own."""
@@ -66,7 +70,7 @@ def _join_run(args: argparse.Namespace):
     return watch
 
 
-def _report(command: str, message: str, watch) -> None:
+def _report(command: str, message: str, watch: PeerWatch | None) -> None:
     """Prints the error line; in a multi-process run prefixed with the process, and told to the
     other processes, whose watch then stops them naming this one."""
     prefix = watch.prefix if watch else ""
