@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import CORPUS
+from conftest import loop_config
 from test_loop import final_params, losses
 
 from lmx.cluster.local import free_port, process_environments
@@ -29,46 +29,41 @@ from lmx.train.metrics import read_jsonl
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-from lmx.config import (CheckpointConfig, Config, DataConfig, EvalConfig, LogConfig, MeshConfig, ModelConfig,
-                        OptimConfig, TrainConfig)
-
-def get_config():
-    return Config(
-        name="multi",
-        model=ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=64),
-        data=DataConfig(seq_len=64, corpus={corpus!r}, dir={data_dir!r}, validation_fraction=0.2, packing="document"),
-        optim=OptimConfig(learning_rate=3e-3, warmup_steps=5),
-        train=TrainConfig(steps=10, batch_size=16),
-        mesh=MeshConfig(data=2, fsdp=2, tensor=2),
-        checkpoint=CheckpointConfig(every_steps=5, max_to_keep=5),
-        eval=EvalConfig(final_batches=2),
-        log=LogConfig(every_steps=1, progress=False),
-    )
-"""
+# conftest's small run config (document packing), on the (2, 2, 2) mesh, for 10 steps.
+OVERRIDES = {
+    "mesh.data": 2,
+    "mesh.fsdp": 2,
+    "mesh.tensor": 2,
+    "train.steps": 10,
+    "checkpoint.every_steps": 5,
+    "checkpoint.max_to_keep": 5,
+    "eval.final_batches": 2,
+}
+SET = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")]
 PEER_TIMEOUT = 5
 
 
 @pytest.fixture(scope="module")
-def config_file(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("multi")
-    path = root / "multi.py"
-    path.write_text(CONFIG.format(corpus=CORPUS, data_dir=str(root / "data")))
-    return path
+def config_file(loop_config_file) -> Path:
+    return loop_config_file
+
+
+def config(path: Path):
+    return loop_config(path, **OVERRIDES)
 
 
 @pytest.fixture(scope="module")
 def reference(config_file, tmp_path_factory):
     """One process, 8 devices, uninterrupted (it also prepares the data the others read)."""
     run_dir = tmp_path_factory.mktemp("one") / "run"
-    result = train(load_config(config_file), run_dir)
+    result = train(config(config_file), run_dir)
     assert result.status == "completed"
     return run_dir
 
 
 def launch(config_file: Path, run_dir: Path, processes: int) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lmx.cli", "launch", "local", "--processes", str(processes)]
-    command += [str(config_file), "--run-dir", str(run_dir), "--peer-timeout", str(PEER_TIMEOUT)]
+    command += [str(config_file), *SET, "--run-dir", str(run_dir), "--peer-timeout", str(PEER_TIMEOUT)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -79,7 +74,7 @@ def start_processes(config_file: Path, run_dir: Path, processes: int, *lmx: str)
     command's arguments (default: train the config in the run directory)."""
     coordinator = f"127.0.0.1:{free_port()}"
     envs = process_environments(processes, 8 // processes, dict(os.environ), gpus=0)
-    command = [sys.executable, "-m", "lmx.cli", *(lmx or ["train", str(config_file), "--run-dir", str(run_dir)])]
+    command = [sys.executable, "-m", "lmx.cli", *(lmx or ["train", str(config_file), *SET, "--run-dir", str(run_dir)])]
     command += ["--coordinator", coordinator, "--num-processes", str(processes), "--peer-timeout", str(PEER_TIMEOUT)]
     return [
         subprocess.Popen(
@@ -160,7 +155,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_on_one_proces
     assert f"a process of this run received SIGTERM: saved a checkpoint at step {stopped}" in outs[0][0]
     assert logged_steps(run_dir) == list(range(1, stopped + 1))
 
-    result = train(load_config(config_file), run_dir)  # 2 -> 1 process (8 devices)
+    result = train(config(config_file), run_dir)  # 2 -> 1 process (8 devices)
     assert result.status == "completed"
     assert_same_run(run_dir, reference)
 
@@ -178,7 +173,7 @@ def test_a_killed_process_stops_the_other_naming_it_and_a_relaunch_ends_equal(co
     assert waited < PEER_TIMEOUT + 10
     procs[1].communicate()
 
-    result = train(load_config(config_file), run_dir)  # relaunched, here on one process
+    result = train(config(config_file), run_dir)  # relaunched, here on one process
     assert result.status == "completed"
     assert_same_run(run_dir, reference)
 
