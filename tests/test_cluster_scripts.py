@@ -98,6 +98,18 @@ def test_one_process_per_node_and_cpu_nodes(tmp_path):
     options = sbatch_options(per_node)
     assert options["ntasks-per-node"] == "1" and options["gpus-per-node"] == "8" and options["signal"] == "TERM@600"
     assert srun_command(per_node)[:3] == ["srun", "--nodes=4", "--ntasks-per-node=1"]
+    # One process per node drives all 8 GPUs (JAX's SLURM detection alone would give it GPU 0).
+    [line] = [x for x in per_node.read_text().splitlines() if "JAX_LOCAL_DEVICE_IDS" in x]
+    shown = subprocess.run(
+        ["bash", "-c", f"{line}; echo $JAX_LOCAL_DEVICE_IDS"],
+        env={"SLURM_GPUS_ON_NODE": "8", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "0,1,2,3,4,5,6,7"
+    per_gpu = write_train_script(["c.py"], tmp_path / "d", nodes=4, gpus_per_node=8)
+    assert "JAX_LOCAL_DEVICE_IDS" not in per_gpu.read_text()  # there JAX's one GPU per process is right
     cpu = write_train_script(["c.py"], tmp_path / "b", nodes=2, gpus_per_node=0)
     assert "gpus-per-node" not in sbatch_options(cpu) and sbatch_options(cpu)["ntasks-per-node"] == "1"
     with pytest.raises(ConfigError, match="--run-dir"):

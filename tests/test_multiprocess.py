@@ -142,7 +142,7 @@ def test_processes_split_the_devices_and_end_at_the_one_process_run(processes, c
         assert evaluated["tokens"] == expected["eval/tokens"]
 
 
-def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_on_one_process(config_file, reference, tmp_path):
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_on_four(config_file, reference, tmp_path):
     run_dir = tmp_path / "run"
     procs = start_processes(config_file, run_dir, 2)
     wait_until(lambda: len(logged_steps(run_dir)) >= 2, procs)
@@ -155,8 +155,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_on_one_proces
     assert f"a process of this run received SIGTERM: saved a checkpoint at step {stopped}" in outs[0][0]
     assert logged_steps(run_dir) == list(range(1, stopped + 1))
 
-    result = train(config(config_file), run_dir)  # 2 -> 1 process (8 devices)
-    assert result.status == "completed"
+    launch(config_file, run_dir, 4)  # 2 -> 4 processes (2 devices each)
     assert_same_run(run_dir, reference)
 
 
@@ -173,7 +172,7 @@ def test_a_killed_process_stops_the_other_naming_it_and_a_relaunch_ends_equal(co
     assert waited < PEER_TIMEOUT + 10
     procs[1].communicate()
 
-    result = train(config(config_file), run_dir)  # relaunched, here on one process
+    result = train(config(config_file), run_dir)  # relaunched, here on one process (2 -> 1)
     assert result.status == "completed"
     assert_same_run(run_dir, reference)
 

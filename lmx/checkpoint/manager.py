@@ -29,11 +29,11 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from lmx.config import CheckpointConfig
 from lmx.errors import CheckpointError
+from lmx.parallel.distributed import barrier
 
 
 def saved_steps(directory: str | Path) -> list[int]:
@@ -177,8 +177,7 @@ class Checkpoints:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(source, target)
             self.log(f"moved it to {target}")
-        if jax.process_count() > 1:  # the others wait until it is gone before they look again
-            multihost_utils.sync_global_devices(f"lmx-quarantine-{step}")
+        barrier(f"lmx/quarantine-{step}")  # the others wait until it is gone before they look again
         self._manager.reload()
 
     def wait(self) -> None:

@@ -43,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(args.command, "interrupted", watch)
         return status
     except Exception as e:
-        if watch:  # a lost peer breaks collectives first: let the watch name it (and exit) if so
-            watch.await_verdict()
+        if watch:
+            import jax
+
+            if isinstance(e, jax.errors.JaxRuntimeError):  # a lost peer breaks collectives first:
+                watch.await_verdict()  # let the watch name it (and exit) if that is what happened
             watch.report_failure(f"{type(e).__name__}: {e}")  # a fault of lmx or the runtime
         raise
     finally:
@@ -61,7 +64,7 @@ def _join_run(args: argparse.Namespace) -> PeerWatch | None:
     from lmx.parallel import distributed
 
     cfg = distributed.DistributedConfig(args.coordinator, args.num_processes, args.process_id, args.peer_timeout)
-    if not distributed.initialize(cfg):
+    if not distributed.initialize(cfg, stop_agreement=args.command == "train"):
         return None
     watch = distributed.PeerWatch(args.command, cfg.peer_timeout_s).start()
     if not watch.is_lead:  # file descriptor 1 itself: the runtime's C++ (gloo) prints there too

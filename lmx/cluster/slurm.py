@@ -37,8 +37,8 @@ from lmx import atomic
 from lmx.errors import ClusterError, ConfigError
 
 # srun's --wait: how long the other tasks may go on after the first one has ended before srun ends
-# them. A run's processes end within seconds of each other (they leave through a barrier; process 0
-# lingers at most 120 s, `lmx.parallel.distributed.PeerWatch.finish`), so this only ends a process
+# them. A run's processes end within seconds of each other (they leave through a barrier of at most
+# 120 s, then process 0 waits at most 120 s more, `lmx.parallel.distributed.leave`), so this only ends a process
 # stuck after the others finished, which would otherwise hold the nodes until the time limit.
 EXIT_WAIT_S = 300
 
@@ -51,6 +51,14 @@ def srun_line(nodes: int, tasks_per_node: int) -> str:
     if nodes < 1 or tasks_per_node < 1:
         raise ConfigError(f"nodes={nodes}, tasks_per_node={tasks_per_node}: each must be at least 1")
     return f"srun --nodes={nodes} --ntasks-per-node={tasks_per_node} --kill-on-bad-exit=1 --wait={EXIT_WAIT_S}"
+
+
+# With one process per node, JAX's SLURM detection would give the process only GPU SLURM_LOCALID
+# (0); JAX_LOCAL_DEVICE_IDS (read by jax.distributed.initialize) hands it all the node's GPUs.
+ALL_NODE_GPUS = (
+    'if [[ "${SLURM_GPUS_ON_NODE:-0}" -gt 1 ]]; then '
+    'export JAX_LOCAL_DEVICE_IDS="$(seq -s, 0 $((SLURM_GPUS_ON_NODE - 1)))"; fi'
+)
 
 
 def sbatch_directive(option: str) -> str:
@@ -109,6 +117,7 @@ def write_train_script(
         "set -euo pipefail",
         f"cd {q(str(Path.cwd()))}",  # relative config and data paths, as when the script was written
         "export PYTHONUNBUFFERED=1",  # output reaches the log as it is printed
+        *([ALL_NODE_GPUS] if tasks_per_node == 1 and gpus_per_node > 1 else []),
         f"run_dir={q(str(run_dir))}",
         "",
         "# The run: one srun step starts every process. `|| status=$?` keeps its exit status (set -e",

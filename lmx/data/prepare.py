@@ -247,12 +247,13 @@ def ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Tokeni
     """
     # Imported here: `lmx data prepare` uses this module without ever starting JAX.
     import jax
-    from jax.experimental import multihost_utils
+
+    from lmx.parallel.distributed import barrier
 
     if jax.process_count() > 1:
         if jax.process_index() == 0:
             _ensure_prepared(cfg, vocab_size, log)
-        multihost_utils.sync_global_devices("lmx-data-prepared")
+        barrier("lmx/data-prepared")
     return _ensure_prepared(cfg, vocab_size, log)
 
 

@@ -96,15 +96,17 @@ class DistributedConfig:
         return self.coordinator is not None
 
 
-def initialize(cfg: DistributedConfig) -> bool:
+def initialize(cfg: DistributedConfig, stop_agreement: bool = True) -> bool:
     """Joins the run `cfg` (or the detected cluster) describes; False (and nothing done) when this
     process runs alone. Call once, before anything queries devices. Raises ClusterError when the
-    run cannot be joined."""
+    run cannot be joined. `stop_agreement`: the runtime takes SIGTERM to agree on a step to stop at
+    (training); without it SIGTERM ends the process, as it does a one-process command."""
     cluster = None if cfg.explicit else detected_cluster()
     if cluster is None and (not cfg.explicit or cfg.num_processes == 1):
         return False
     # Recoverable: a lost process does not abort the others inside the runtime; `PeerWatch` reports it.
     jax.config.update("jax_enable_recoverability", True)
+    jax.config.update("jax_enable_preemption_service", stop_agreement)
     where = f"{cfg.coordinator} as process {cfg.process_id} of {cfg.num_processes}" if cfg.explicit else cluster
     try:
         jax.distributed.initialize(
@@ -118,6 +120,14 @@ def initialize(cfg: DistributedConfig) -> bool:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ClusterError(f"could not join the run ({where}) within {cfg.connect_timeout_s} s: {first}") from None
     return True
+
+
+def barrier(name: str, timeout_s: int = 24 * 3600) -> None:
+    """Waits until every process of the run reaches `name`: the coordination service's barrier, not
+    a device collective, so it may wait long (process 0 tokenizing a corpus). No-op on one process."""
+    client = _client()
+    if client is not None and jax.process_count() > 1:
+        client.wait_at_barrier(name, timeout_s * 1000)
 
 
 class PeerWatch:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lmx import atomic
-from lmx.cluster.slurm import sbatch_directive, srun_line
+from lmx.cluster.slurm import ALL_NODE_GPUS, sbatch_directive, srun_line
 from lmx.config import Config, diff_keys, flatten_keys
 from lmx.errors import DataError
 from lmx.scaling.points import read_json_object
@@ -248,6 +248,7 @@ def write_slurm(
         *([f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={tasks_per_node}"] if multiprocess else []),
         *(sbatch_directive(d) for d in directives),
         "set -euo pipefail",
+        *([ALL_NODE_GPUS] if multiprocess and tasks_per_node == 1 else []),
         "",
         "RUNS=(",
         *(f"  {shlex.quote(run.name)}" for run in runs),

@@ -84,9 +84,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.files = RunDirectory(self.run_dir)
         self.is_lead = jax.process_index() == 0
-        self.say: Callable[[str], None] = print if self.is_lead else _silent  # one voice per run
+        self.say: Callable[[str], None] = print if self.is_lead else (lambda message: None)  # one voice per run
         self.lock = None
-        created = not self.run_dir.exists()
+        self.created = created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -213,8 +213,8 @@ class Trainer:
     def run(self) -> RunResult:
         try:
             return self._run()
-        finally:
-            self._release()
+        finally:  # a launch that failed before writing anything leaves no trace either
+            self._release(remove_if_empty=self.created and not (self.run_dir / "config.json").exists())
 
     def _run(self) -> RunResult:
         cfg = self.cfg
@@ -383,10 +383,6 @@ class Trainer:
         described = self.task.describe(result)
         log(f"done: step {step}, {described}, {train_time:.0f} s of training; summary in {self.run_dir}")
         return summary
-
-
-def _silent(message: str) -> None:
-    """The log of a process other than the lead: the lead speaks for the run."""
 
 
 def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row) -> None:
