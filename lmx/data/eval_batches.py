@@ -28,9 +28,9 @@ def eval_batches(
         first = i * global_batch
         items = [source[j] for j in range(first + start, min(first + stop, len(source)))]
         template = {k: np.asarray(v) for k, v in (items[0] if items else source[0]).items()}
-        batch = {k: np.stack([item[k] for item in items]).astype(v.dtype) for k, v in template.items()} if items else {}
         pad = (stop - start) - len(items)
-        if pad:
-            zeros = {k: np.zeros((pad, *v.shape), v.dtype) for k, v in template.items()}
-            batch = {k: np.concatenate([batch[k], zeros[k]]) if k in batch else zeros[k] for k in template}
+        batch = {}
+        for k, v in template.items():
+            rows = [np.asarray(item[k], v.dtype) for item in items] + [np.zeros(v.shape, v.dtype)] * pad
+            batch[k] = np.stack(rows)
         yield batch

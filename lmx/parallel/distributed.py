@@ -195,11 +195,9 @@ class PeerWatch:
 
     def await_verdict(self) -> None:
         """Called when this process failed unexpectedly (a collective that broke off, "Connection
-        reset by peer"): most often because a peer died. Waits up to the peer timeout (and a little)
-        for the watch to name the lost process and exit; returns if no peer is lost."""
-        deadline = time.monotonic() + self.peer_timeout_s + 5
-        while time.monotonic() < deadline and not self._stopped.is_set():
-            time.sleep(0.2)
+        reset by peer"): most often because a peer died. Waits out the peer timeout (and a little),
+        in which the watch names the lost process and exits; returns if no peer is lost."""
+        time.sleep(self.peer_timeout_s + 5)
 
     def report_failure(self, message: str) -> None:
         """Tells the other processes that this one is exiting with an error, so their watch stops
@@ -230,7 +228,7 @@ def leave(ok: bool = True, timeout_s: int = 120) -> None:
     count = jax.process_count()
     if ok:
         with contextlib.suppress(Exception):  # a peer is gone: its own watch (or ours) has said so
-            client.wait_at_barrier(_EXIT_BARRIER, timeout_s * 1000)
+            barrier(_EXIT_BARRIER, timeout_s)
     if jax.process_index() == 0:
         _linger_as_lead(client, count, timeout_s if ok else 3.0)
     with contextlib.suppress(Exception):
