@@ -34,6 +34,16 @@ GUIDE_BUDGET = Budget(
     skip=(
         (ISOFLOP_TINY_SWEEP, "16 runs, minutes; tests/test_launch.py runs the local launcher on small sweeps"),
         (
+            "lm_eval --model hf --model_args pretrained=exports/tiny-hf,dtype=float32 --tasks lambada_openai "
+            "--batch_size 8",
+            "lm-evaluation-harness downloads its datasets (no network here); tests/test_hf.py loads the export in "
+            "transformers, which is what the harness's hf model does",
+        ),
+        (
+            "vllm serve exports/tiny-hf --dtype float32 --max-model-len 256",
+            "vLLM needs a GPU; tests/test_hf.py checks the export's logits and greedy tokens in transformers",
+        ),
+        (
             "lmx launch local --processes 2 configs/tiny.py --run-dir runs/tiny-2proc",
             "two processes compiling the tiny model: a minute of the suite's two cores; tests/test_multiprocess.py "
             "runs `lmx launch local` with 2 and 4 processes and checks them against one process",

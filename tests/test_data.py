@@ -8,7 +8,7 @@ import pytest
 from lmx.data.corpus import Corpus, CorpusStats, split_of
 from lmx.data.prepare import load_split, prepare, read_meta, token_dtype
 from lmx.data.pretrain import TokenWindows, pretrain_batches, window_order
-from lmx.data.tokenizer import Tokenizer, train_tokenizer
+from lmx.data.tokenizer import SentencePieceTokenizer, train_tokenizer
 from lmx.errors import DataError
 
 SEQ = 32
@@ -149,7 +149,7 @@ def test_interrupted_prepare_leaves_nothing_trusted(tmp_path, tokenizer, prepare
     class SimulatedKillError(Exception):
         pass
 
-    class FailingTokenizer(Tokenizer):
+    class FailingTokenizer(SentencePieceTokenizer):
         calls = 0
 
         def encode_batch(self, texts, num_threads=-1):

@@ -48,6 +48,7 @@ SECTIONS_AFTER_QUICK_START = [
     "wandb",
     "Generating text",
     "Evaluating",
+    "Hugging Face",
     "lmx as a library",
 ]
 

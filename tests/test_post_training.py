@@ -139,10 +139,11 @@ def test_dpo_separates_held_out_pairs_and_the_margin_grows(full_run, sft_run, ju
 
 
 def test_reward_model_ranks_held_out_pairs(full_run, sft_run, judged, tmp_path, cpu_devices):
-    """Issue 5's target: > 0.9 held-out pairwise accuracy. This setup measured 0.947-0.98 with
-    train.seed 0-3 (0.957 with the seed used here); with 3,000 steps, 0.91-0.975."""
+    """Issue 5's target: > 0.9 held-out pairwise accuracy. Measured 2026-12-03: 2,000 steps at
+    2e-3 gave 0.928 (train.seed 0, used here) and 0.927 (seed 3) in 78 s; 1,200 steps gave 0.893-0.947
+    over seeds 0-2, and 4,000 steps at 1e-3 (this test until then, 230 s in CI) 0.947-0.98."""
     pretrain_cfg, _, _ = full_run
-    cfg = post_config(pretrain_cfg, "reward_model", sft_run, "preference", judged, steps=4000, lr=1e-3)
+    cfg = post_config(pretrain_cfg, "reward_model", sft_run, "preference", judged, steps=2000, lr=2e-3)
     train(cfg, tmp_path, devices=cpu_devices[:1])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_losses = [row["loss"] for row in rows if "loss" in row]

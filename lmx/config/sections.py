@@ -42,7 +42,8 @@ def require_positive(cfg: Any, *names: str) -> None:
 
 @dataclasses.dataclass(**DATACLASS)
 class ModelConfig:
-    """Decoder-only transformer. Shapes: d_model = n_heads * head_dim; kv heads are shared (GQA)."""
+    """Decoder-only transformer. Heads are ``head_dim`` wide (d_model // n_heads unless ``head_size``
+    says otherwise, as Qwen3's do); kv heads are shared (GQA)."""
 
     SECTION: ClassVar[str] = "model"
 
@@ -51,6 +52,7 @@ class ModelConfig:
     n_layers: int = 4
     n_heads: int = 4
     n_kv_heads: int = 4
+    head_size: int = 0  # per-head width; 0: d_model // n_heads
     d_ff: int = 1024
     max_seq_len: int = 1024
     rope_theta: float = 10_000.0
@@ -78,16 +80,19 @@ class ModelConfig:
             "norm_eps",
             "init_std",
         )
-        if self.d_model % self.n_heads:
+        if self.head_size < 0:
+            fail("model", "head_size", self.head_size, "must be positive, or 0 for d_model // n_heads")
+        if not self.head_size and self.d_model % self.n_heads:
             fail("model", "d_model", self.d_model, f"not divisible by model.n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             fail("model", "n_heads", self.n_heads, f"not divisible by model.n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:
-            fail("model", "d_model", self.d_model, f"head_dim={self.head_dim} must be even for RoPE")
+            key = "head_size" if self.head_size else "d_model"
+            fail("model", key, getattr(self, key), f"head_dim={self.head_dim} must be even for RoPE")
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_size or self.d_model // self.n_heads
 
 
 @dataclasses.dataclass(**DATACLASS)

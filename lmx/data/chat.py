@@ -60,7 +60,7 @@ class ChatTemplate:
         self.bos_id, self.eos_id, self.pad_id = tokenizer.bos_id, tokenizer.eos_id, max(tokenizer.pad_id, 0)
 
     def prompt_ids(self, messages: Sequence[Message]) -> np.ndarray:
-        ids = [self.bos_id]
+        ids = [self.bos_id] if self.bos_id >= 0 else []  # some tokenizers have no BOS (Qwen's)
         for message, content in zip(messages, self.tokenizer.encode_batch([m.content for m in messages]), strict=True):
             ids += [self.role_ids[message.role], *content, self.end_id]
         ids.append(self.role_ids["assistant"])

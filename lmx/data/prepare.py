@@ -27,7 +27,7 @@ import numpy as np
 from lmx import atomic
 from lmx.config import DataConfig
 from lmx.data.corpus import SPLITS, Corpus, CorpusStats, Split
-from lmx.data.tokenizer import Tokenizer, train_tokenizer
+from lmx.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from lmx.errors import DataError
 
 FORMAT_VERSION = 1
@@ -261,7 +261,7 @@ def _ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Token
     corpus = Corpus.parse(cfg.corpus, cfg.validation_fraction)
     tokenizer_path, prepared_dir = data_paths(cfg, vocab_size)
     if tokenizer_path.is_file():
-        tokenizer = Tokenizer.load(tokenizer_path)
+        tokenizer = load_tokenizer(tokenizer_path)
     elif cfg.tokenizer:
         raise DataError(f"data.tokenizer={cfg.tokenizer!r}: no such file")
     else:

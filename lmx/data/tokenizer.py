@@ -1,6 +1,10 @@
-"""SentencePiece tokenizers: training from a corpus, loading, batch encode/decode.
+"""Tokenizers: the interface lmx reads text through, and SentencePiece models trained on a corpus.
 
-Training settings make source code round-trip exactly: identity normalisation, no whitespace
+Two kinds sit behind one interface (`Tokenizer`): SentencePiece models (``*.model``, what lmx trains)
+and Hugging Face ``tokenizer.json`` files (`lmx.data.hf_tokenizer`, what imported models bring).
+`load_tokenizer` picks by the file; a run directory holds ``tokenizer.model`` or ``tokenizer.json``.
+
+SentencePiece training settings make source code round-trip exactly: identity normalisation, no whitespace
 collapsing, whitespace-only pieces (indentation), newline as its own symbol, and byte fallback for
 any character the vocabulary lacks. Special ids are fixed at training (pad 0, unk 1, bos 2, eos 3)
 and always read back from the model, never assumed.
@@ -13,7 +17,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import sentencepiece as spm
@@ -24,7 +28,51 @@ from lmx.errors import DataError
 CHAT_SYMBOLS: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 
 
-class Tokenizer:
+class Tokenizer(Protocol):
+    """What lmx needs of a tokenizer: ids and text both ways, special ids, and each id's bytes."""
+
+    path: Path | None
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def pad_id(self) -> int: ...  # -1 when there is none
+    @property
+    def bos_id(self) -> int: ...
+    @property
+    def eos_id(self) -> int: ...
+    @property
+    def fingerprint(self) -> str: ...  # changes whenever the ids of some text would
+    def byte_lengths(self, size: int | None = None) -> np.ndarray: ...
+    def piece_id(self, piece: str) -> int: ...
+    def encode(self, text: str) -> list[int]: ...
+    def encode_batch(self, texts: Sequence[str], num_threads: int = -1) -> list[list[int]]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]: ...
+
+
+# The names a tokenizer has in a run directory, by kind.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A SentencePiece model, or a Hugging Face ``tokenizer.json`` (by its suffix)."""
+    if Path(path).suffix == ".json":
+        from lmx.data.hf_tokenizer import HFTokenizer  # needs the `tokenizers` package (the hf extra)
+
+        return HFTokenizer.load(path)
+    return SentencePieceTokenizer.load(path)
+
+
+def find_tokenizer(directory: str | Path) -> Path | None:
+    """The tokenizer file a run directory holds, or None."""
+    for name in TOKENIZER_FILES:
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    return None
+
+
+class SentencePieceTokenizer:
     """A loaded SentencePiece model."""
 
     def __init__(self, model_proto: bytes, path: Path | None = None) -> None:
@@ -33,7 +81,7 @@ class Tokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def load(cls, path: str | Path) -> Tokenizer:
+    def load(cls, path: str | Path) -> SentencePieceTokenizer:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"tokenizer model {str(path)!r} does not exist")
@@ -115,7 +163,7 @@ def train_tokenizer(
     user_symbols: Sequence[str] = CHAT_SYMBOLS,
     max_bytes: int = 10_000_000,
     source: str = "corpus",
-) -> Tokenizer:
+) -> SentencePieceTokenizer:
     """Trains on up to `max_bytes` of `texts` and writes the model to `out` (atomically).
 
     A vocabulary the corpus cannot support (too large for its pieces, or too small for its
@@ -153,4 +201,4 @@ def train_tokenizer(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(model.getvalue())
     os.replace(tmp, out)
-    return Tokenizer(model.getvalue(), out)
+    return SentencePieceTokenizer(model.getvalue(), out)

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from lmx.checkpoint import saved_steps
 from lmx.checkpoint.init_from import restore_params
 from lmx.config import Config, load_config
-from lmx.data.tokenizer import Tokenizer
+from lmx.data.tokenizer import Tokenizer, find_tokenizer, load_tokenizer
 from lmx.errors import CheckpointError, ConfigError, DataError
 from lmx.objectives.registry import objective_of  # importing lmx.objectives registers the built-ins
 from lmx.parallel import make_mesh
@@ -35,11 +35,11 @@ class LoadedRun:
     model: nn.Module  # the objective's model (a RewardModel for a reward-model run)
     step: int
     params: Any  # sharded over `mesh` by the run's rules
-    tokenizer: Tokenizer | None  # None when the run directory holds no tokenizer.model
+    tokenizer: Tokenizer | None  # None when the run directory holds no tokenizer
 
     def require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise DataError(f"{self.run_dir}: no tokenizer.model (needed to encode or decode text)")
+            raise DataError(f"{self.run_dir}: no tokenizer.model or tokenizer.json (needed to encode or decode text)")
         return self.tokenizer
 
     def abstract_params(self) -> Any:
@@ -83,6 +83,6 @@ def load_run(
     target = abstract_params(model, mesh, cfg.mesh.rules, cfg.data.seq_len)
     state_dir = run_dir / "checkpoints" / str(step) / "state"
     params, _ = restore_params(state_dir, target, str(run_dir))
-    tokenizer_path = run_dir / "tokenizer.model"
-    tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.is_file() else None
+    tokenizer_path = find_tokenizer(run_dir)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     return LoadedRun(run_dir, cfg, mesh, model, step, params, tokenizer)

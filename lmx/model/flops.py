@@ -42,8 +42,8 @@ class ParamCounts:
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     """Exact parameter counts of `lmx.model.Transformer` for `cfg`."""
-    d, kv = cfg.d_model, cfg.n_kv_heads * cfg.head_dim
-    attention = d * d + 2 * d * kv + d * d  # query, key, value, out
+    d, q, kv = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    attention = 2 * d * q + 2 * d * kv  # query and out, key and value
     if cfg.qk_norm:
         attention += 2 * cfg.head_dim
     mlp = (3 if cfg.mlp == "swiglu" else 2) * d * cfg.d_ff

@@ -20,7 +20,7 @@ from lmx.config import Config, ObjectiveConfig
 from lmx.config.sections import DATACLASS, fail
 from lmx.data.chat import ChatStats, ChatTemplate
 from lmx.data.eval_batches import eval_batches
-from lmx.data.tokenizer import Tokenizer
+from lmx.data.tokenizer import Tokenizer, find_tokenizer, load_tokenizer
 from lmx.errors import ConfigError, DataError
 from lmx.objectives.base import BatchSpec, Log, LossFn, Objective, check_vocab
 from lmx.objectives.lm_eval import check_finite_loss
@@ -61,16 +61,17 @@ class ChatObjectiveConfig(ObjectiveConfig):
 def chat_tokenizer(cfg: Config) -> Tokenizer:
     """The tokenizer of a post-training run: ``data.tokenizer`` if set, else the init_from run's."""
     if cfg.data.tokenizer:
-        return Tokenizer.load(cfg.data.tokenizer)
+        return load_tokenizer(cfg.data.tokenizer)
     if not cfg.objective.init_from:
         raise ConfigError(
             f"objective.kind={cfg.objective.kind!r}: set objective.init_from (its run's tokenizer is used) "
             "or data.tokenizer"
         )
-    path = resolve_init_from(cfg.objective.init_from).run_dir / "tokenizer.model"
-    if not path.is_file():
-        raise DataError(f"objective.init_from={cfg.objective.init_from!r}: {path} does not exist")
-    return Tokenizer.load(path)
+    run_dir = resolve_init_from(cfg.objective.init_from).run_dir
+    path = find_tokenizer(run_dir)
+    if path is None:
+        raise DataError(f"objective.init_from={cfg.objective.init_from!r}: {run_dir} holds no tokenizer")
+    return load_tokenizer(path)
 
 
 class Records:

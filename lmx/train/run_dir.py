@@ -129,9 +129,20 @@ class RunDirectory:
         atomic.write_text(self.path / "config.json", cfg.to_json() + "\n")
 
     def copy_tokenizer(self, source: str | Path) -> None:
-        target = self.path / "tokenizer.model"
-        if not target.exists():
-            atomic.copy_file(source, target)
+        """The run's tokenizer as ``tokenizer.model`` (SentencePiece) or ``tokenizer.json`` (with the
+        ``tokenizer_config.json`` beside it that names its special tokens)."""
+        source = Path(source)
+        if source.suffix != ".json":
+            target = self.path / "tokenizer.model"
+            if not target.exists():
+                atomic.copy_file(source, target)
+            return
+        for name, path in (
+            ("tokenizer_config.json", source.with_name("tokenizer_config.json")),
+            ("tokenizer.json", source),
+        ):
+            if path.is_file() and not (self.path / name).exists():
+                atomic.copy_file(path, self.path / name)
 
     def read_summary(self) -> dict[str, Any] | None:
         """The finished run's summary; None when there is none, or when it is unreadable (a kill
