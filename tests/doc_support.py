@@ -9,9 +9,17 @@ budgets. A recipe that fails, or runs a command before the one that makes its in
 import shutil
 from pathlib import Path
 
-from doc_commands import ROOT, Budget, prepare_directory
+from doc_commands import ROOT, Budget, Command, markdown_sections, prepare_directory
 
 GUIDE = ROOT / "docs" / "USER_GUIDE.md"
+POST_TRAINING = "Post-training: SFT, preference optimisation, reward models"
+
+
+def guide_section(name: str) -> list[Command]:
+    sections = markdown_sections(GUIDE)
+    assert name in sections, f"docs/USER_GUIDE.md has no section {name!r}; its sections: {list(sections)}"
+    return sections[name]
+
 
 INSTALLED = (
     "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/lmx",

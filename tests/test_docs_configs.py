@@ -4,10 +4,11 @@ post-training ones chained as their docstrings point to each other)."""
 import pytest
 from doc_commands import (
     ROOT,
+    Command,
     docstring_commands,
     run_sequence,
 )
-from doc_support import CONFIG_BUDGET, CONFIG_CHAIN, fresh
+from doc_support import CONFIG_BUDGET, CONFIG_CHAIN, GUIDE_BUDGET, POST_TRAINING, fresh, guide_section
 
 
 def test_every_config_with_commands_is_run():
@@ -17,13 +18,58 @@ def test_every_config_with_commands_is_run():
     assert with_commands == {*CONFIG_CHAIN, "configs/sweeps/isoflop_tiny.py", "configs/sweeps/lr_ladder.py"}
 
 
+def split_chain(guide: list[Command], chain: list[Command]) -> list[Command]:
+    """What the configs' chained recipe adds to the guide's: the guide's commands must appear in it
+    in the guide's order, and the others be either repeats of an earlier command of the chain (a
+    finished run says so; generated data is written again alike) or come after the last shared one.
+    Returns those that come after (the in-context-learning recipe)."""
+    guide_texts = [c.text for c in guide]
+    seen: set[str] = set()
+    position, added = -1, []
+    for command in chain:
+        if command.text in seen:
+            continue  # a repeat: the run or the files already exist
+        seen.add(command.text)
+        if command.text in guide_texts:
+            assert not added, f"{command.where}: a guide command after config-only ones ({added[0].where})"
+            index = guide_texts.index(command.text)
+            assert index > position, f"{command.where}: `{command.text}` comes earlier in the guide"
+            position = index
+        else:
+            added.append(command)
+    return added
+
+
 @pytest.mark.slow
-def test_post_training_configs_recipes_run_in_order(stdlib_data, tmp_path):
+def test_post_training_recipes_of_the_guide_and_the_configs_run_in_order(stdlib_data, tmp_path):
+    """One fresh directory (nothing but the prepared corpus) runs the guide's post-training recipe in
+    order, then what the configs' docstrings add to it. Their chain is the guide's recipe plus
+    repeats and the in-context-learning recipe (checked by `split_chain`), so this also runs the
+    configs' recipe in its order, without training everything twice."""
+    guide = guide_section(POST_TRAINING)
+    chain = [command for path in CONFIG_CHAIN for command in docstring_commands(ROOT / path)]
+    added = split_chain(guide, chain)
+    assert [c.text.split()[:3] for c in added] == [
+        ["lmx", "data", "icl-task"],
+        ["lmx", "train", "configs/icl_tiny.py"],
+        ["lmx", "eval", "runs/icl_tiny"],
+    ]
     directory = fresh(tmp_path, stdlib_data)
-    commands = [command for path in CONFIG_CHAIN for command in docstring_commands(ROOT / path)]
-    run_sequence(commands, directory, CONFIG_BUDGET)
+    run_sequence(guide, directory, GUIDE_BUDGET)
+    run_sequence(added, directory, CONFIG_BUDGET)
     for run in ("tiny", "sft_tiny", "dpo_tiny", "rm_tiny", "icl_tiny"):
         assert (directory / "runs" / run / "summary.json").is_file(), run
+
+
+def test_the_chain_check_refuses_a_config_order_the_guide_does_not_have():
+    """The check itself: a command the guide gives earlier, or a shared command after a config-only
+    one, fails naming where the docstring gives it."""
+    guide = [Command("lmx a", "G:1"), Command("lmx b", "G:2")]
+    with pytest.raises(AssertionError, match="C:2: `lmx a` comes earlier in the guide"):
+        split_chain(guide, [Command("lmx b", "C:1"), Command("lmx a", "C:2")])
+    with pytest.raises(AssertionError, match="C:3: a guide command after config-only ones"):
+        split_chain(guide, [Command("lmx a", "C:1"), Command("lmx x", "C:2"), Command("lmx b", "C:3")])
+    assert split_chain(guide, [Command("lmx a", "C:1"), Command("lmx a", "C:2"), Command("lmx b", "C:3")]) == []
 
 
 @pytest.mark.slow

@@ -13,16 +13,10 @@ from doc_commands import (
     prepare_directory,
     run_sequence,
 )
-from doc_support import GUIDE, GUIDE_BUDGET, fresh, link_files
+from doc_support import GUIDE, GUIDE_BUDGET, POST_TRAINING, fresh, guide_section, link_files
 
 # The user guide, section by section. A section that uses what an earlier one made says so in the
 # guide; here it gets a copy of that section's directory.
-
-
-def guide_section(name: str) -> list[Command]:
-    sections = markdown_sections(GUIDE)
-    assert name in sections, f"docs/USER_GUIDE.md has no section {name!r}; its sections: {list(sections)}"
-    return sections[name]
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +54,6 @@ def test_user_guide_section_runs_as_written(section, quick_start, tmp_path):
 
 
 @pytest.mark.slow
-def test_user_guide_post_training_recipe_runs_in_order_in_a_fresh_directory(stdlib_data, tmp_path):
-    """The recipe starts from nothing but the prepared corpus: every file a command reads must
-    come from a command before it."""
-    commands = guide_section("Post-training: SFT, preference optimisation, reward models")
-    directory = fresh(tmp_path, stdlib_data)
-    run_sequence(commands, directory, GUIDE_BUDGET)
-    for run in ("tiny", "sft_tiny", "dpo_tiny", "rm_tiny"):
-        assert (directory / "runs" / run / "summary.json").is_file(), run
-
-
-@pytest.mark.slow
 def test_user_guide_scaling_commands_run_as_written(tmp_path):
     run_sequence(guide_section("Scaling studies: sweeps, launchers and fits"), fresh(tmp_path), GUIDE_BUDGET)
     assert (tmp_path / "reader" / "runs" / "sweeps" / "isoflop_tiny" / "sweep.sbatch").is_file()
@@ -88,7 +71,7 @@ def test_user_guide_many_machines_commands_run_as_written(tmp_path):
 def test_every_guide_command_is_in_a_tested_section():
     tested = {"Quick start", *SECTIONS_AFTER_QUICK_START}
     tested |= {
-        "Post-training: SFT, preference optimisation, reward models",
+        POST_TRAINING,  # with the configs' recipes, in tests/test_docs_configs.py
         "Scaling studies: sweeps, launchers and fits",
         "Many machines",
     }

@@ -52,6 +52,11 @@ FUNCTION_KEYS = (
     "qk_norm",
     "mlp",
     "tie_embeddings",
+    "rope_scaling",
+    "rope_scaling_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_max_len",
 )
 
 
@@ -102,7 +107,9 @@ def text_ids(tokenizer) -> list[int]:
 
 EXPORTS = {
     "gqa-tied-scanned": {},
-    "mha-untied-unrolled": dict(n_kv_heads=4, tie_embeddings=False, scan_layers=False),
+    "mha-untied-unrolled-llama3rope": dict(
+        n_kv_heads=4, tie_embeddings=False, scan_layers=False, rope_scaling="llama3", rope_original_max_len=64
+    ),
     "mqa-qknorm-tied": dict(n_kv_heads=1, qk_norm=True),
     "gqa-qknorm-untied-unrolled-head32": dict(qk_norm=True, head_size=32, tie_embeddings=False, scan_layers=False),
 }
@@ -158,7 +165,9 @@ def test_bfloat16_export_is_the_float32_one_rounded(tokenizer, text_ids, tmp_pat
 
 
 def test_import_of_an_export_gives_bit_identical_parameters(tokenizer, tmp_path):
-    run_dir, cfg, _ = random_run(tmp_path / "run", tokenizer, n_kv_heads=1, qk_norm=True, tie_embeddings=False)
+    run_dir, cfg, _ = random_run(
+        tmp_path / "run", tokenizer, n_kv_heads=1, qk_norm=True, tie_embeddings=False, rope_scaling="llama3"
+    )
     back = import_hf(export_hf(run_dir, tmp_path / "hf"), tmp_path / "back")
     before = load_run(run_dir, devices=jax.devices()[:1])
     after = load_run(back, devices=jax.devices()[:1])
@@ -277,6 +286,20 @@ IMPORTS = {
     ),
     "qwen3-mqa-tied-head32": ("qwen3", dict(num_key_value_heads=1, head_dim=32, tie_word_embeddings=True)),
     "mistral-no-window": ("mistral", dict(sliding_window=None, tie_word_embeddings=False)),
+    # Llama 3's scaled RoPE, its wavelengths split among the three regimes within 520 positions.
+    "llama-llama3-rope": (
+        "llama",
+        dict(
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            }
+        ),
+    ),
 }
 
 
@@ -288,6 +311,7 @@ def test_imported_transformers_model_gives_its_logits_in_lmx(variant, exported_t
     run = load_run(run_dir, devices=jax.devices()[:1])
     assert run.step == 0 and isinstance(run.tokenizer, HFTokenizer)
     assert run.cfg.model.qk_norm == (kind == "qwen3")
+    assert run.cfg.model.rope_scaling == ("llama3" if "llama3" in variant else "none")
     theirs = hf_logits(hf_dir, text_ids)
     ours = lmx_logits(run.cfg.model, run.params, text_ids)
     print(f"{variant}: max |logit difference| {np.abs(ours - theirs).max():.2e}, logit std {ours.std():.2f}")
@@ -306,6 +330,7 @@ def test_imported_transformers_model_gives_its_logits_in_lmx(variant, exported_t
         (dict(model_type="qwen3", use_sliding_window=True), "use_sliding_window=True"),
         (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}), "rope_type='yarn'"),
         (dict(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling.rope_type='linear'"),
+        (dict(model_type="qwen3", layer_types=["full_attention", "sliding_attention"]), "layer_types="),
     ],
 )
 def test_import_refuses_what_lmx_cannot_compute_naming_the_key(overrides, named):

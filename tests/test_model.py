@@ -112,10 +112,12 @@ def test_rope_preserves_norms_and_encodes_relative_position():
     x = jax.random.normal(jax.random.key(0), (1, 1, 1, 8))
     y = jax.random.normal(jax.random.key(1), (1, 1, 1, 8))
 
-    def dot(pq, pk):
-        return jnp.sum(rope(x, jnp.array([[pq]]), 10_000.0) * rope(y, jnp.array([[pk]]), 10_000.0))
+    inv_freq = 10_000.0 ** (-jnp.arange(4) / 4)
 
-    assert np.isclose(jnp.linalg.norm(rope(x, jnp.array([[7]]), 1e4)), jnp.linalg.norm(x), rtol=1e-5)
+    def dot(pq, pk):
+        return jnp.sum(rope(x, jnp.array([[pq]]), inv_freq) * rope(y, jnp.array([[pk]]), inv_freq))
+
+    assert np.isclose(jnp.linalg.norm(rope(x, jnp.array([[7]]), inv_freq)), jnp.linalg.norm(x), rtol=1e-5)
     assert np.isclose(dot(3, 1), dot(12, 10), rtol=1e-4)
 
 

@@ -56,6 +56,13 @@ class ModelConfig:
     d_ff: int = 1024
     max_seq_len: int = 1024
     rope_theta: float = 10_000.0
+    # Llama 3's RoPE scaling ("llama3": low frequencies divided by the factor, a smooth ramp between
+    # the two wavelengths the frequency factors set; lmx.model.layers.rope_frequencies), or none.
+    rope_scaling: Literal["none", "llama3"] = "none"
+    rope_scaling_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_len: int = 8192
     norm_eps: float = 1e-6
     qk_norm: bool = False
     mlp: Literal["swiglu", "gelu"] = "swiglu"
@@ -77,6 +84,9 @@ class ModelConfig:
             "d_ff",
             "max_seq_len",
             "rope_theta",
+            "rope_scaling_factor",
+            "rope_low_freq_factor",
+            "rope_original_max_len",
             "norm_eps",
             "init_std",
         )
@@ -84,6 +94,13 @@ class ModelConfig:
             fail("model", "head_size", self.head_size, "must be positive, or 0 for d_model // n_heads")
         if not self.head_size and self.d_model % self.n_heads:
             fail("model", "d_model", self.d_model, f"not divisible by model.n_heads={self.n_heads}")
+        if self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            fail(
+                "model",
+                "rope_high_freq_factor",
+                self.rope_high_freq_factor,
+                f"must exceed model.rope_low_freq_factor={self.rope_low_freq_factor}",
+            )
         if self.n_heads % self.n_kv_heads:
             fail("model", "n_heads", self.n_heads, f"not divisible by model.n_kv_heads={self.n_kv_heads}")
         if self.head_dim % 2:

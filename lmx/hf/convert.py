@@ -45,9 +45,11 @@ def hf_config(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtype: st
         "tie_word_embeddings": cfg.tie_embeddings,
         "attention_bias": False,
         "attention_dropout": 0.0,
-        # Both spellings: transformers v5 reads rope_parameters, earlier versions rope_theta.
+        # Both spellings: transformers v5 reads rope_parameters, earlier versions rope_theta and
+        # rope_scaling.
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_parameters": _rope_parameters(cfg),
+        "rope_scaling": None if cfg.rope_scaling == "none" else _rope_parameters(cfg),
         "bos_token_id": bos_id if bos_id >= 0 else None,
         "eos_token_id": eos_id,
         "pad_token_id": pad_id if pad_id >= 0 else None,
@@ -71,16 +73,41 @@ def check_exportable(cfg: ModelConfig) -> None:
         )
 
 
-def _rope_theta(hf: dict[str, Any]) -> float:
-    """RoPE's base from either spelling; any scaling of the frequencies is refused by name."""
+def _rope_fields(hf: dict[str, Any], where: str) -> dict[str, Any]:
+    """ModelConfig's RoPE fields from transformers v5's ``rope_parameters`` or the older ``rope_theta``
+    and ``rope_scaling``: unscaled, or Llama 3's scaling; any other scaling is refused by name."""
     rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    kind = rope.get("rope_type", rope.get("type")) or scaling.get("rope_type", scaling.get("type")) or "default"
-    if kind != "default":
-        key = "rope_parameters" if rope else "rope_scaling"
-        raise ConfigError(f"{key}.rope_type={kind!r}: lmx implements unscaled RoPE only")
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10_000.0))
-    return float(theta)
+    scaling = hf.get("rope_scaling") or rope
+    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    kind = scaling.get("rope_type", scaling.get("type")) or "default"
+    fields: dict[str, Any] = {"rope_theta": float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))}
+    if kind == "default":
+        return fields
+    if kind != "llama3":
+        raise ConfigError(f"{where}: {key}.rope_type={kind!r}: lmx implements unscaled RoPE and Llama 3's scaling")
+    if scaling.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError(f"{where}: {key}.partial_rotary_factor: lmx rotates whole heads")
+    return {
+        **fields,
+        "rope_scaling": "llama3",
+        "rope_scaling_factor": float(scaling["factor"]),
+        "rope_low_freq_factor": float(scaling["low_freq_factor"]),
+        "rope_high_freq_factor": float(scaling["high_freq_factor"]),
+        "rope_original_max_len": int(scaling["original_max_position_embeddings"]),
+    }
+
+
+def _rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
+    if cfg.rope_scaling == "none":
+        return {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    return {
+        "rope_type": "llama3",
+        "rope_theta": cfg.rope_theta,
+        "factor": cfg.rope_scaling_factor,
+        "low_freq_factor": cfg.rope_low_freq_factor,
+        "high_freq_factor": cfg.rope_high_freq_factor,
+        "original_max_position_embeddings": cfg.rope_original_max_len,
+    }
 
 
 def model_config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfig:
@@ -119,7 +146,7 @@ def model_config_from_hf(hf: dict[str, Any], where: str = "config.json") -> Mode
         head_size=0 if head_dim * heads == hf["hidden_size"] else head_dim,
         d_ff=hf["intermediate_size"],
         max_seq_len=hf.get("max_position_embeddings", 2048),
-        rope_theta=_rope_theta(hf),
+        **_rope_fields(hf, where),
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         qk_norm=kind == "qwen3",
         mlp="swiglu",

@@ -67,10 +67,29 @@ class RMSNorm(nn.Module):
         return (y * scale.astype(jnp.float32)).astype(self.dtype)
 
 
-def rope(x_BxLxNxE: Array, positions_BxL: Array, theta: float) -> Array:
-    """Rotary position embedding (Su et al. 2021), rotating the two halves of each head."""
-    half = x_BxLxNxE.shape[-1] // 2
-    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+def rope_frequencies(cfg: ModelConfig) -> Array:
+    """RoPE's angular frequencies ``[head_dim / 2]``: ``theta ** (-2i / head_dim)``, with Llama 3's
+    scaling when ``model.rope_scaling == "llama3"`` (Meta's Llama 3.1 reference code, as
+    transformers' `_compute_llama3_parameters` has it): wavelengths longer than
+    original_max_len / low_freq_factor are stretched by the factor, shorter than
+    original_max_len / high_freq_factor kept, and those between interpolated smoothly."""
+    half = cfg.head_dim // 2
+    inv_freq = cfg.rope_theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    if cfg.rope_scaling == "none":
+        return inv_freq
+    factor, low, high = cfg.rope_scaling_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    old_len = cfg.rope_original_max_len
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def rope(x_BxLxNxE: Array, positions_BxL: Array, inv_freq: Array) -> Array:
+    """Rotary position embedding (Su et al. 2021), rotating the two halves of each head by
+    ``position * inv_freq`` (`rope_frequencies`)."""
     angle_BxLx1xE2 = positions_BxL[:, :, None, None].astype(jnp.float32) * inv_freq
     sin, cos = jnp.sin(angle_BxLx1xE2), jnp.cos(angle_BxLx1xE2)
     x1, x2 = jnp.split(x_BxLxNxE.astype(jnp.float32), 2, axis=-1)
@@ -195,8 +214,9 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             q_BxLxHxE = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="query_norm")(q_BxLxHxE)
             k_BxLxKxE = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="key_norm")(k_BxLxKxE)
-        q_BxLxHxE = rope(q_BxLxHxE, positions_BxL, cfg.rope_theta)
-        k_BxLxKxE = rope(k_BxLxKxE, positions_BxL, cfg.rope_theta)
+        inv_freq = rope_frequencies(cfg)
+        q_BxLxHxE = rope(q_BxLxHxE, positions_BxL, inv_freq)
+        k_BxLxKxE = rope(k_BxLxKxE, positions_BxL, inv_freq)
 
         length = x_BxLxD.shape[1]
         if cache is None:
