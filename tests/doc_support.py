@@ -109,6 +109,13 @@ README_BUDGET = Budget(
 CONFIG_CHAIN = ["configs/sft_tiny.py", "configs/dpo_tiny.py", "configs/rm_tiny.py", "configs/icl_tiny.py"]
 CONFIG_BUDGET = Budget(
     extra=((TRAINING_RUNS, TINY_TRAINING),),
+    replace=(
+        (
+            "lmx sweep configs/sweeps/lr_ladder.py --dry-run",
+            "lmx sweep configs/sweeps/lr_ladder.py --dry-run --no-measure",
+            "timing a step of each shape takes half a minute; the user guide's scaling test runs a measuring dry run",
+        ),
+    ),
     skip=(
         (
             f"{ISOFLOP_TINY_SWEEP} && lmx fit runs/sweeps/isoflop_tiny --approach 2 3",

@@ -73,8 +73,8 @@ def test_the_chain_check_refuses_a_config_order_the_guide_does_not_have():
 
 
 @pytest.mark.slow
-def test_sweep_configs_recipes_run_in_order(tmp_path):
-    directory = fresh(tmp_path)
+def test_sweep_configs_recipes_run_in_order(stdlib_data, tmp_path):
+    directory = fresh(tmp_path, stdlib_data)  # the sweeps' data is configs/tiny.py's
     commands = [
         command
         for name in ("isoflop_tiny", "lr_ladder")

@@ -114,10 +114,10 @@ class Checkpoints:
         """``(state, meta)`` of the newest checkpoint that restores, or None when there is none.
 
         `abstract_state` holds `jax.ShapeDtypeStruct`s whose shardings say where each array goes.
-        `check_meta(step_dir, meta)` may raise
-        CheckpointError for a checkpoint that is intact but does not fit this run (another model):
-        that error propagates and nothing is moved. Raises CheckpointError when checkpoints exist
-        but none of them restores.
+        `check_meta(step_dir, meta)` may raise CheckpointError for a checkpoint that is intact but does
+        not fit this run (another model): that error propagates and nothing is moved, as for a
+        checkpoint of parameters only (`lmx import hf`'s). Raises CheckpointError when checkpoints
+        exist but none of them restores.
         """
         failures = []
         for step in reversed(self.steps()):
@@ -126,6 +126,11 @@ class Checkpoints:
             except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
                 self._set_aside(step, e, failures)
                 continue
+            if meta.get("params_only"):  # lmx.hf.importer writes these: parameters without a train state
+                raise CheckpointError(
+                    f"{self.directory / str(step)} holds parameters only (an imported model): train from it with "
+                    "objective.init_from, in a new --run-dir"
+                )
             if check_meta:
                 check_meta(self.directory / str(step), meta)
             try:

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import argparse
 
+from lmx.errors import ConfigError
+
+
+def _missing_package(command: str, error: ImportError) -> ConfigError:
+    return ConfigError(f"lmx {command} hf needs the {error.name or 'hf'} package: pip install 'lmx[hf]'")
+
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lmx.hf.export import export_hf
+    try:
+        from lmx.hf.export import export_hf
 
-    export_hf(args.run_dir, args.out_dir, step=args.step, dtype=args.dtype)
+        export_hf(args.run_dir, args.out_dir, step=args.step, dtype=args.dtype)
+    except ImportError as e:
+        raise _missing_package("export", e) from None
     return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from lmx.hf.importer import import_hf
+    try:
+        from lmx.hf.importer import import_hf
 
-    import_hf(args.hf_dir, args.run_dir, seq_len=args.seq_len)
+        import_hf(args.hf_dir, args.run_dir, seq_len=args.seq_len)
+    except ImportError as e:
+        raise _missing_package("import", e) from None
     return 0
 
 

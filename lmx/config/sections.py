@@ -123,7 +123,8 @@ class DataConfig:
     corpus: str = "stdlib"
     validation_fraction: float = 0.02
     dir: str = "data"  # tokenizers and prepared token files live under here
-    tokenizer: str = ""  # a SentencePiece model; "" = trained on the corpus if missing
+    # A SentencePiece model or a Hugging Face tokenizer.json; "" = trained on the corpus if missing.
+    tokenizer: str = ""
     tokenizer_type: Literal["bpe", "unigram"] = "bpe"
     tokenizer_train_bytes: int = 10_000_000
     packing: Literal["concat", "document"] = "document"

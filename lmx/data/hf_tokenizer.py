@@ -3,8 +3,8 @@
 Imported models (`lmx import hf`) bring their tokenizer as a ``tokenizer.json``, read here with the
 `tokenizers` library (the ``hf`` extra). Its special tokens are named by the ``tokenizer_config.json``
 beside it (``bos_token``, ``eos_token``, ``pad_token``), as `transformers` reads them. Text is encoded
-without added special tokens, as lmx's SentencePiece models encode it: lmx adds BOS and EOS itself
-where its formats want them.
+as lmx's SentencePiece models encode it: no special tokens added (lmx adds BOS and EOS itself where
+its formats want them), and a special token's spelling in text read as text.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ class HFTokenizer:
         self.text = text
         self.config = config
         self.backend = BackendTokenizer.from_str(text)
+        # A special token's spelling in text is text (as SentencePiece reads it): a document that
+        # mentions "<|endoftext|>" must not end there. lmx places special ids itself.
+        self.backend.encode_special_tokens = True
         self._special = {
             key: self._id_of(_special_name(config.get(f"{key}_token"))) for key in ("bos", "eos", "pad", "unk")
         }
@@ -83,7 +86,8 @@ class HFTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
+        """The highest id + 1 (a vocabulary may leave ids unused)."""
+        return max(self.backend.get_vocab(with_added_tokens=True).values()) + 1
 
     @property
     def pad_id(self) -> int:

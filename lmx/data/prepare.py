@@ -234,7 +234,10 @@ def data_paths(cfg: DataConfig, vocab_size: int) -> tuple[Path, Path]:
     """(tokenizer model, prepared directory) for a data config and vocabulary size."""
     base = Path(cfg.dir) / corpus_slug(cfg.corpus)
     tokenizer = Path(cfg.tokenizer) if cfg.tokenizer else base / f"sp-{cfg.tokenizer_type}-{vocab_size}.model"
-    return tokenizer, base / f"tokens-{tokenizer.stem}"
+    name = tokenizer.stem
+    if tokenizer.suffix == ".json":  # every imported run's is tokenizer.json: tell them apart by place
+        name += "-" + hashlib.sha1(str(tokenizer.absolute()).encode()).hexdigest()[:8]
+    return tokenizer, base / f"tokens-{name}"
 
 
 def ensure_prepared(cfg: DataConfig, vocab_size: int, log=print) -> tuple[Tokenizer, Path, dict[str, Any]]:

@@ -51,7 +51,7 @@ def hf_config(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtype: st
         "rope_parameters": _rope_parameters(cfg),
         "rope_scaling": None if cfg.rope_scaling == "none" else _rope_parameters(cfg),
         "bos_token_id": bos_id if bos_id >= 0 else None,
-        "eos_token_id": eos_id,
+        "eos_token_id": eos_id if eos_id >= 0 else None,
         "pad_token_id": pad_id if pad_id >= 0 else None,
         "dtype": dtype,
         "torch_dtype": dtype,
@@ -77,8 +77,8 @@ def _rope_fields(hf: dict[str, Any], where: str) -> dict[str, Any]:
     """ModelConfig's RoPE fields from transformers v5's ``rope_parameters`` or the older ``rope_theta``
     and ``rope_scaling``: unscaled, or Llama 3's scaling; any other scaling is refused by name."""
     rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or rope
-    key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
+    scaling = hf.get("rope_scaling") or rope  # transformers, too, reads rope_scaling first
+    key = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
     kind = scaling.get("rope_type", scaling.get("type")) or "default"
     fields: dict[str, Any] = {"rope_theta": float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))}
     if kind == "default":
@@ -87,6 +87,10 @@ def _rope_fields(hf: dict[str, Any], where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: {key}.rope_type={kind!r}: lmx implements unscaled RoPE and Llama 3's scaling")
     if scaling.get("partial_rotary_factor", 1.0) != 1.0:
         raise ConfigError(f"{where}: {key}.partial_rotary_factor: lmx rotates whole heads")
+    names = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    missing = [name for name in names if name not in scaling]
+    if missing:
+        raise ConfigError(f"{where}: {key} of rope_type 'llama3' lacks {', '.join(missing)}")
     return {
         **fields,
         "rope_scaling": "llama3",
@@ -111,7 +115,8 @@ def _rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def model_config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfig:
-    """The ModelConfig that computes a transformers Llama, Mistral or Qwen3 model exactly.
+    """The ModelConfig that computes a transformers Llama, Mistral or Qwen3 model exactly (`hf` is its
+    config.json; a Mistral's missing sliding_window means transformers' default window).
 
     Anything lmx's model cannot express fails with the key named: another architecture, biases,
     sliding windows, scaled RoPE, another activation.
@@ -128,13 +133,20 @@ def model_config_from_hf(hf: dict[str, Any], where: str = "config.json") -> Mode
             refuse(key, "lmx's projections have no biases")
     if hf.get("hidden_act", "silu") != "silu":
         refuse("hidden_act", "lmx's SwiGLU uses silu")
-    if kind == "mistral" and hf.get("sliding_window") is not None:
-        refuse("sliding_window", "lmx attends to the whole context (no sliding window)")
+    # transformers' MistralConfig defaults to a 4096-token window when config.json names none.
+    window = hf.get("sliding_window", 4096)
+    if kind == "mistral" and window is not None:
+        default = "" if "sliding_window" in hf else " (transformers' default: config.json names none)"
+        raise ConfigError(f"{where}: sliding_window={window!r}{default}: lmx attends to the whole context")
     if kind == "qwen3":
         if hf.get("use_sliding_window"):
             refuse("use_sliding_window", "lmx attends to the whole context (no sliding window)")
         if any(t != "full_attention" for t in hf.get("layer_types") or []):
             refuse("layer_types", "lmx attends to the whole context in every layer")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    missing = [key for key in required if not isinstance(hf.get(key), int)]
+    if missing:
+        raise ConfigError(f"{where}: no integer {', '.join(missing)}")
     heads = hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
     return ModelConfig(
@@ -155,7 +167,7 @@ def model_config_from_hf(hf: dict[str, Any], where: str = "config.json") -> Mode
     )
 
 
-def _attn_names(i: int) -> dict[str, str]:
+def _layer_names(i: int) -> dict[str, str]:
     layer = f"model.layers.{i}"
     return {
         "query": f"{layer}.self_attn.q_proj.weight",
@@ -182,7 +194,7 @@ def to_hf_tensors(params: dict[str, Any], cfg: ModelConfig) -> dict[str, np.ndar
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = params["unembed"]["kernel"].T
     for i in range(cfg.n_layers):
-        layer, names = params[f"layer_{i}"], _attn_names(i)
+        layer, names = params[f"layer_{i}"], _layer_names(i)
         attn, mlp = layer["attn"], layer["mlp"]
         for proj in ("query", "key", "value"):  # [D, heads, E] -> [heads * E, D]
             out[names[proj]] = attn[proj]["kernel"].reshape(d, -1).T
@@ -220,7 +232,7 @@ def from_hf_tensors(tensors: dict[str, np.ndarray], cfg: ModelConfig, where: str
     if not cfg.tie_embeddings:
         params["unembed"] = {"kernel": take("lm_head.weight", (v, d)).T}
     for i in range(cfg.n_layers):
-        names = _attn_names(i)
+        names = _layer_names(i)
         attn = {
             "query": {"kernel": take(names["query"], (h * e, d)).T.reshape(d, h, e)},
             "key": {"kernel": take(names["key"], (k * e, d)).T.reshape(d, k, e)},

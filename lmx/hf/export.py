@@ -24,28 +24,42 @@ from lmx.hf.convert import check_exportable, hf_config, to_hf_tensors
 from lmx.hf.safetensors_io import write_safetensors
 from lmx.infer.runs import load_run, read_run_config
 from lmx.model.transformer import Transformer, unstack_layers
+from lmx.objectives.chat import trained_on_chat_template
+from lmx.objectives.registry import objective_of
 
 Dtype = Literal["float32", "bfloat16"]
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 
 
 def export_hf(
-    run_dir: str | Path, out_dir: str | Path, step: int | None = None, dtype: Dtype = "float32", log=print
+    run_dir: str | Path,
+    out_dir: str | Path,
+    step: int | None = None,
+    dtype: Dtype = "float32",
+    max_shard_bytes: int = 2 << 30,
+    log=print,
 ) -> Path:
     """Writes the run's model at `step` (the latest checkpoint by default) to `out_dir`, which must
-    not exist yet (or be empty). Returns `out_dir`."""
+    not exist yet (or be empty), in safetensors files of at most `max_shard_bytes`. Returns `out_dir`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: one of {', '.join(DTYPES)}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"{out_dir}: exists and is not empty; export into a new directory")
     cfg = read_run_config(run_dir)
     check_exportable(cfg.model)
     run = load_run(run_dir, step, devices=jax.devices()[:1])
-    if not isinstance(run.model, Transformer):
-        raise ConfigError(
-            f"{run_dir}: objective.kind={cfg.objective.kind!r} trains a {type(run.model).__name__}, not a causal "
-            "language model; export its init_from run instead"
-        )
     params = jax.device_get(run.params)
+    # A model with parameters beyond the language model's (a reward model's head) is not a causal LM.
+    extra = sorted(
+        set(params) - {"embed", "layers", "final_norm", "unembed"} - {k for k in params if k.startswith("layer_")}
+    )
+    if not isinstance(run.model, Transformer) or extra:
+        raise ConfigError(
+            f"{run_dir}: objective.kind={cfg.objective.kind!r} trains a {type(run.model).__name__}"
+            f"{' with ' + ', '.join(extra) if extra else ''}, not a causal language model; export its init_from "
+            "run instead"
+        )
     if cfg.model.scan_layers:
         params = unstack_layers(params, cfg.model.n_layers)
     tensors = {name: np.asarray(a).astype(DTYPES[dtype]) for name, a in to_hf_tensors(params, cfg.model).items()}
@@ -55,17 +69,14 @@ def export_hf(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        written = write_safetensors(tensors, staging)
+        written = write_safetensors(tensors, staging, max_shard_bytes)
         config = hf_config(cfg.model, bos, eos, pad, dtype)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        generation = {
-            "bos_token_id": config["bos_token_id"],
-            "eos_token_id": eos,
-            "pad_token_id": config["pad_token_id"],
-        }
+        generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
         (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         written += ["config.json", "generation_config.json"]
-        written += _tokenizer_files(run_dir, tokenizer, staging, cfg.model.max_seq_len, log)
+        chat_trained = trained_on_chat_template(objective_of(cfg))
+        written += _tokenizer_files(run_dir, tokenizer, staging, cfg.model.max_seq_len, chat_trained, log)
         if out_dir.exists():
             out_dir.rmdir()
         staging.rename(out_dir)
@@ -77,9 +88,10 @@ def export_hf(
     return out_dir
 
 
-def _tokenizer_files(run_dir: Path, tokenizer, out: Path, max_length: int, log) -> list[str]:
+def _tokenizer_files(run_dir: Path, tokenizer, out: Path, max_length: int, chat_trained: bool, log) -> list[str]:
     """The run's tokenizer in transformers' files: a SentencePiece model converted (lmx.hf.tokenizer_files),
-    an imported tokenizer.json copied with its config."""
+    an imported tokenizer.json copied with its config (whose chat template becomes lmx's when the run
+    was trained on lmx's)."""
     if tokenizer is None:
         log(f"note: {run_dir} holds no tokenizer; the export has none (AutoTokenizer will not load it)")
         return []
@@ -92,9 +104,11 @@ def _tokenizer_files(run_dir: Path, tokenizer, out: Path, max_length: int, log) 
                 "segmentations (long whitespace runs); BPE tokenizers (lmx's default) export exactly"
             )
         return write_tokenizer_files(tokenizer, out, max_length)
-    names = []
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
-            names.append(name)
-    return names
+    from lmx.hf.tokenizer_files import CHAT_TEMPLATE, has_chat_roles
+
+    shutil.copyfile(run_dir / "tokenizer.json", out / "tokenizer.json")
+    config = json.loads((run_dir / "tokenizer_config.json").read_text()) if tokenizer.config else {}
+    if chat_trained and has_chat_roles(tokenizer):  # it now answers in lmx's template, not its source's
+        config["chat_template"] = CHAT_TEMPLATE
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return ["tokenizer.json", "tokenizer_config.json"]

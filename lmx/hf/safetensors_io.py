@@ -53,7 +53,10 @@ def read_safetensors(hf_dir: Path) -> dict[str, np.ndarray]:
     if (hf_dir / SINGLE).is_file():
         files = [hf_dir / SINGLE]
     elif (hf_dir / INDEX).is_file():
-        weight_map = json.loads((hf_dir / INDEX).read_text())["weight_map"]
+        try:
+            weight_map = json.loads((hf_dir / INDEX).read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{hf_dir / INDEX}: not a safetensors index ({type(e).__name__}: {e})") from None
         files = [hf_dir / name for name in sorted(set(weight_map.values()))]
     else:
         raise CheckpointError(

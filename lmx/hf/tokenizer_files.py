@@ -4,8 +4,8 @@ A SentencePiece model becomes a ``tokenizer.json`` built with the `tokenizers` l
 `AutoTokenizer` gives lmx's exact ids (tests/test_hf.py checks it on the built-in corpus):
 
 - the same vocabulary and ids; BPE merges derived from the vocabulary, ranked by the merged piece's
-  score, which is the order SentencePiece's BPE merges in (it merges the best-scoring adjacent pair
-  first); a unigram model keeps its pieces' scores;
+  score, which is how SentencePiece's BPE chooses (it merges the best-scoring adjacent pair first);
+  a unigram model keeps its pieces' scores;
 - SentencePiece's normalisation as lmx trains it: identity (no NFKC), spaces written as U+2581, no
   dummy prefix, no whitespace collapsing; the user-defined symbols (newline, chat roles) as added
   tokens matched before the model, as SentencePiece matches them; byte fallback for the rest;
@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmx.data.tokenizer import SentencePieceTokenizer
-from lmx.errors import ConfigError
+from lmx.data.tokenizer import CHAT_SYMBOLS, SentencePieceTokenizer, Tokenizer
+from lmx.errors import ConfigError, DataError
 
 # SentencePiece's ModelProto piece types and model types (sentencepiece_model.proto).
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
 UNIGRAM, BPE = 1, 2
 SPACE = "\u2581"
 
@@ -133,12 +133,22 @@ def tokenizer_config(tokenizer: SentencePieceTokenizer, max_length: int) -> dict
         "add_bos_token": False,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],
         "model_max_length": max_length,
     }
-    roles = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-    if all(sp.piece_to_id(r) != sp.unk_id() for r in roles):
+    if has_chat_roles(tokenizer):
         config["chat_template"] = CHAT_TEMPLATE
     return config
+
+
+def has_chat_roles(tokenizer: Tokenizer) -> bool:
+    """Whether the vocabulary has lmx's chat role symbols as single tokens."""
+    try:
+        for symbol in CHAT_SYMBOLS:
+            tokenizer.piece_id(symbol)
+    except DataError:
+        return False
+    return True
 
 
 def write_tokenizer_files(tokenizer: SentencePieceTokenizer, out_dir: Any, max_length: int) -> list[str]:
