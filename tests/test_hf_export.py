@@ -124,5 +124,5 @@ def test_a_reward_model_is_not_exported_as_a_causal_lm(tokenizer, tmp_path):
     run_dir.mkdir()
     write_params_checkpoint(cfg, jax.tree.map(np.asarray, nn.unbox(params)), run_dir)
     (run_dir / "config.json").write_text(cfg.to_json())
-    with pytest.raises(ConfigError, match="objective.kind=.reward_model. trains a RewardModel with reward_head, not a causal"):
+    with pytest.raises(ConfigError, match="kind='reward_model' trains a RewardModel with reward_head, not a causal"):
         export_hf(run_dir, tmp_path / "out")
