@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from lmx.errors import ConfigError
 
 
-def _missing_package(command: str, error: ImportError) -> ConfigError:
-    return ConfigError(f"lmx {command} hf needs the {error.name or 'hf'} package: pip install 'lmx[hf]'")
+def _with_hf_packages(command: str, run: Callable[[], object]) -> int:
+    """Runs `run`; a package of the hf extra that is not installed is one line, not a traceback."""
+    try:
+        run()
+    except ImportError as e:
+        raise ConfigError(f"lmx {command} hf needs the {e.name or 'hf'} package: pip install 'lmx[hf]'") from None
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    try:
+    def run() -> None:
         from lmx.hf.export import export_hf
 
         export_hf(args.run_dir, args.out_dir, step=args.step, dtype=args.dtype)
-    except ImportError as e:
-        raise _missing_package("export", e) from None
-    return 0
+
+    return _with_hf_packages("export", run)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    try:
+    def run() -> None:
         from lmx.hf.importer import import_hf
 
         import_hf(args.hf_dir, args.run_dir, seq_len=args.seq_len)
-    except ImportError as e:
-        raise _missing_package("import", e) from None
-    return 0
+
+    return _with_hf_packages("import", run)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from lmx import atomic
 from lmx.data.tokenizer import SentencePieceTokenizer
 from lmx.errors import ConfigError
 from lmx.hf.convert import check_exportable, hf_config, to_hf_tensors
@@ -44,8 +44,7 @@ def export_hf(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r}: one of {', '.join(DTYPES)}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"{out_dir}: exists and is not empty; export into a new directory")
+    atomic.require_new_directory(out_dir, "export")  # before loading anything
     cfg = read_run_config(run_dir)
     check_exportable(cfg.model)
     run = load_run(run_dir, step, devices=jax.devices()[:1])
@@ -66,9 +65,7 @@ def export_hf(
     tokenizer = run.tokenizer
     bos, eos, pad = (-1, -1, -1) if tokenizer is None else (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic.new_directory(out_dir, "export") as staging:
         written = write_safetensors(tensors, staging, max_shard_bytes)
         config = hf_config(cfg.model, bos, eos, pad, dtype)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -77,12 +74,6 @@ def export_hf(
         written += ["config.json", "generation_config.json"]
         chat_trained = trained_on_chat_template(objective_of(cfg))
         written += _tokenizer_files(run_dir, tokenizer, staging, cfg.model.max_seq_len, chat_trained, log)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     arch = config["architectures"][0]
     log(f"exported {run_dir} step {run.step} as {arch} ({dtype}) to {out_dir}: {', '.join(written)}")
     return out_dir

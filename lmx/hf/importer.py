@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmx import atomic
 from lmx.checkpoint import Checkpoints
 from lmx.config import Config, DataConfig
 from lmx.data.tokenizer import load_tokenizer
@@ -73,8 +73,7 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path, seq_len: int = 1024, log=
     `seq_len` is the run's ``data.seq_len`` (capped at the model's context).
     """
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ConfigError(f"{run_dir}: exists and is not empty; import into a new directory")
+    atomic.require_new_directory(run_dir, "import")  # before reading any weights
     config_path = hf_dir / "config.json"
     if not config_path.is_file():
         raise ConfigError(f"{hf_dir}: no config.json (not a transformers checkpoint directory)")
@@ -84,9 +83,7 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path, seq_len: int = 1024, log=
     params = from_hf_tensors(read_safetensors(hf_dir), model_cfg, str(hf_dir))
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), stack_layers(params, model_cfg.n_layers))
 
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
-    try:
+    with atomic.new_directory(run_dir, "import") as staging:
         shutil.copyfile(tokenizer_source, staging / tokenizer_source.name)
         if tokenizer_source.suffix == ".json":
             config = _tokenizer_config(hf_dir, hf_config)
@@ -106,12 +103,6 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path, seq_len: int = 1024, log=
         )
         write_params_checkpoint(cfg, params, staging, {"imported_from": str(hf_dir.absolute())})
         (staging / "config.json").write_text(cfg.to_json() + "\n")
-        if run_dir.exists():
-            run_dir.rmdir()
-        staging.rename(run_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     count = sum(a.size for a in jax.tree.leaves(params))
     log(
         f"imported {hf_dir} ({count:,} parameters, {model_cfg.n_layers} layers, d_model {model_cfg.d_model}) "
