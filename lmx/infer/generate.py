@@ -136,6 +136,7 @@ class Generator:
         )
         rows = named(("batch",), (batch_size,))
         self._rows = named(("batch", "length"), (batch_size, 1))  # any width: the length is unsplit
+        self._cache_shardings, self._batch_rows = cache_shardings, rows
         self._new_cache = jax.jit(
             lambda: KVCache.zeros(model.cfg, batch_size, self.max_len), out_shardings=cache_shardings
         )
