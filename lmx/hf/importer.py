@@ -53,7 +53,10 @@ def _tokenizer_config(hf_dir: Path, hf_config: dict[str, Any]) -> dict[str, Any]
 
     config = _read_json(hf_dir / "tokenizer_config.json") if (hf_dir / "tokenizer_config.json").is_file() else {}
     generation = _read_json(hf_dir / "generation_config.json") if (hf_dir / "generation_config.json").is_file() else {}
-    backend = BackendTokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    try:
+        backend = BackendTokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+        raise ConfigError(f"{hf_dir / 'tokenizer.json'}: cannot be read ({e})") from None
     for key in ("bos", "eos", "pad"):
         if config.get(f"{key}_token"):
             continue
