@@ -6,16 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_generate import CFG, NEW, PROMPTS  # the streaming generator's test shapes
 
-from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig
+from lmx.config import DEFAULT_RULES, MeshConfig
 from lmx.infer.rollout import RolloutGenerator
 from lmx.infer.sampling import GREEDY, Sampling
 from lmx.model import Transformer
 from lmx.parallel import make_mesh
-
-CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=48)
-PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [3], list(range(40, 59))]
-NEW = 12
 
 
 @pytest.fixture(scope="module")

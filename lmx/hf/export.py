@@ -98,7 +98,7 @@ def _tokenizer_files(run_dir: Path, tokenizer, out: Path, max_length: int, chat_
     from lmx.hf.tokenizer_files import CHAT_TEMPLATE, has_chat_roles
 
     shutil.copyfile(run_dir / "tokenizer.json", out / "tokenizer.json")
-    config = json.loads((run_dir / "tokenizer_config.json").read_text()) if tokenizer.config else {}
+    config = dict(tokenizer.config)  # the run's tokenizer_config.json, as HFTokenizer read it
     if chat_trained and has_chat_roles(tokenizer):  # it now answers in lmx's template, not its source's
         config["chat_template"] = CHAT_TEMPLATE
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

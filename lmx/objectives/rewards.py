@@ -13,7 +13,6 @@ that raises, or returns anything but one finite number per completion, fails as 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -92,16 +91,15 @@ def load_reward(spec: str) -> RewardFn:
     return fn
 
 
-@dataclasses.dataclass(frozen=True)
 class Rewards:
-    """Weighted rewards: ``total = sum(weight * reward)``, each reward also reported on its own."""
+    """Weighted rewards: ``total = sum(weight * reward)``, each reward also reported on its own.
+    `specs` pairs a reward (a name, or path.py:function) with its weight."""
 
-    specs: tuple[tuple[str, float], ...]  # (name or path.py:function, weight)
-
-    def __post_init__(self) -> None:
-        if not self.specs:
+    def __init__(self, specs: Sequence[tuple[str, float]]) -> None:
+        if not specs:
             raise ConfigError("rewards: name at least one")
-        object.__setattr__(self, "_fns", tuple(load_reward(spec) for spec, _ in self.specs))
+        self.specs = tuple(specs)
+        self._fns = tuple(load_reward(spec) for spec, _ in self.specs)
 
     def score(
         self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]
