@@ -5,10 +5,10 @@
 
 For each batch size: prompts of 16 random tokens, `--new` new tokens, greedy.
 
-- cached: `lmx.infer.generate.Generator` (prefill, then one compiled decoding step per token), timed
+- cached: `lmx.decode.generate.Generator` (prefill, then one compiled decoding step per token), timed
   over the whole generation after a warm-up call; reports new tokens/s and how many times each
   function was compiled (traced).
-- recompute: `lmx.infer.generate.greedy_without_cache`, one fixed-shape forward over prompt + new tokens
+- recompute: `lmx.decode.generate.greedy_without_cache`, one fixed-shape forward over prompt + new tokens
   per step. Its steps all cost the same (the shape never changes), so `--recompute-steps` of them
   are timed and the time per token is extrapolated to `--new` tokens. It is timed with the layers
   scanned and unrolled, and the faster is the baseline (the cached decoder runs them unrolled).
@@ -34,7 +34,7 @@ import numpy as np
 from common import add_common_arguments, parse_args, smoke_overrides, write_results
 
 from lmx.config import load_config
-from lmx.infer.generate import Generator, greedy_without_cache
+from lmx.decode.generate import Generator, greedy_without_cache
 from lmx.model import Transformer, unstack_layers
 from lmx.parallel import make_mesh
 

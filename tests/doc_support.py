@@ -130,6 +130,13 @@ CONFIG_BUDGET = Budget(
 ISOFLOP = ROOT / "experiments" / "isoflop_stdlib"
 ISOFLOP_README = ISOFLOP / "README.md"
 ISOFLOP_BUDGET = Budget(
+    replace=(
+        (
+            "lmx sweep experiments/isoflop_stdlib/sweep.py --dry-run",
+            "lmx sweep experiments/isoflop_stdlib/sweep.py --dry-run --no-measure",
+            "timing a step of each shape takes a minute; the user guide's scaling test runs a measuring dry run",
+        ),
+    ),
     skip=(
         ("lmx sweep experiments/isoflop_stdlib/sweep.py", "40 minutes of training; its points are committed"),
         (

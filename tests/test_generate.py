@@ -12,9 +12,9 @@ import pytest
 from lmx.cli import main
 from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig
 from lmx.errors import CheckpointError, DataError
-from lmx.infer.generate import Generator, greedy_without_cache, prefill_width
+from lmx.decode.generate import Generator, greedy_without_cache, prefill_width
 from lmx.infer.runs import load_run
-from lmx.infer.sampling import Sampling, filter_logits, sample
+from lmx.decode.sampling import Sampling, filter_logits, sample
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel import make_mesh

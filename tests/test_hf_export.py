@@ -15,7 +15,7 @@ from lmx.config import Config
 from lmx.errors import ConfigError
 from lmx.hf import export_hf, import_hf
 from lmx.hf.importer import write_params_checkpoint
-from lmx.infer.generate import Generator
+from lmx.decode.generate import Generator
 from lmx.infer.runs import load_run
 from lmx.objectives.registry import objective_of
 

@@ -20,7 +20,7 @@ from lmx.config import Config
 from lmx.data.chat import ChatTemplate, Message
 from lmx.data.synth import prompts_in, write_synth_tasks
 from lmx.infer.chat_eval import AnswerItem, evaluate_pairs_run, exact_match, exact_match_run
-from lmx.infer.generate import Generator
+from lmx.decode.generate import Generator
 from lmx.infer.runs import load_run
 from lmx.train.loop import train
 

@@ -1,4 +1,4 @@
-"""Rollouts compiled as one program (lmx.infer.rollout): the streaming generator's tokens, log-probs
+"""Rollouts compiled as one program (lmx.decode.rollout): the streaming generator's tokens, log-probs
 equal to a full forward pass's, an early exit once every row has ended, one compilation."""
 
 import flax.linen as nn
@@ -9,8 +9,8 @@ import pytest
 from test_generate import CFG, NEW, PROMPTS  # the streaming generator's test shapes
 
 from lmx.config import DEFAULT_RULES, MeshConfig
-from lmx.infer.rollout import RolloutGenerator
-from lmx.infer.sampling import GREEDY, Sampling
+from lmx.decode.rollout import RolloutGenerator
+from lmx.decode.sampling import GREEDY, Sampling
 from lmx.model import Transformer
 from lmx.parallel import make_mesh
 

@@ -121,7 +121,7 @@ class Transformer(nn.Module):
             index, kv_segments_BxS = cache.index, cache.segment_ids
         if self.cfg.scan_layers:
             # The scan takes the layers' caches stacked [N, ...]: a copy per step, which is why
-            # lmx.infer.generate decodes with the layers unrolled.
+            # lmx.decode.generate decodes with the layers unrolled.
             kv = None if cache is None else (jnp.stack(cache.k), jnp.stack(cache.v))
             x_BxLxD, stacked = self.layers(x_BxLxD, segment_ids_BxL, positions_BxL, kv, kv_segments_BxS, index)
             new_k, new_v = (None, None) if cache is None else (tuple(stacked[0]), tuple(stacked[1]))

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmx.infer.generate import Generator, check_prompts, left_pad, prefill_width
-from lmx.infer.sampling import Sampling, sample
+from lmx.decode.generate import Generator, check_prompts, left_pad, prefill_width
+from lmx.decode.sampling import Sampling, sample
 from lmx.model import Transformer
 from lmx.parallel.partitioner import partitioned
 

@@ -27,7 +27,7 @@ from lmx.config import ModelConfig
 from lmx.data.chat import Message, jsonl_records, parse_messages, text_field
 from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
-from lmx.infer.sampling import GREEDY, Sampling, sample
+from lmx.decode.sampling import GREEDY, Sampling, sample
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel.partitioner import partitioned
