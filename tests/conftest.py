@@ -115,3 +115,26 @@ def stdlib_data(tmp_path_factory) -> Path:
         ["lmx", "data", "prepare", "configs/tiny.py"], cwd=directory, env=environment(), check=True, capture_output=True
     )
     return directory / "data"
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """The generated tasks (lmx.data.synth): 2,000 SFT/preference training and 200 held-out records."""
+    from lmx.data.synth import write_synth_tasks
+
+    return write_synth_tasks(tmp_path_factory.mktemp("synth"), train=2000, heldout=200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sft_run(full_run, synth, tmp_path_factory, cpu_devices):
+    """The pretrained run fine-tuned on the generated tasks (2,500 steps, one device): the start of
+    the preference and RL tests."""
+    from post_support import post_config
+
+    from lmx.train.loop import train
+
+    pretrain_cfg, pretrain_dir, _ = full_run
+    run_dir = tmp_path_factory.mktemp("sft")
+    cfg = post_config(pretrain_cfg, "sft", pretrain_dir, "sft", synth, steps=2500, lr=3e-3)
+    train(cfg, run_dir, devices=cpu_devices[:1])
+    return run_dir

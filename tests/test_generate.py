@@ -11,10 +11,10 @@ import pytest
 
 from lmx.cli import main
 from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig
-from lmx.errors import CheckpointError, DataError
 from lmx.decode.generate import Generator, greedy_without_cache, prefill_width
-from lmx.infer.runs import load_run
 from lmx.decode.sampling import Sampling, filter_logits, sample
+from lmx.errors import CheckpointError, DataError
+from lmx.infer.runs import load_run
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel import make_mesh

@@ -12,10 +12,10 @@ from hf_support import FUNCTION_KEYS, VOCAB, hf_logits, lmx_logits, random_run, 
 
 from lmx.cli import main
 from lmx.config import Config
+from lmx.decode.generate import Generator
 from lmx.errors import ConfigError
 from lmx.hf import export_hf, import_hf
 from lmx.hf.importer import write_params_checkpoint
-from lmx.decode.generate import Generator
 from lmx.infer.runs import load_run
 from lmx.objectives.registry import objective_of
 

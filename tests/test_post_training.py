@@ -14,13 +14,13 @@ and the reward model's below it (docs/USER_GUIDE.md, Post-training, has the per-
 import json
 
 import pytest
+from post_support import post_config
 
 from lmx.cli import main
-from lmx.config import Config
 from lmx.data.chat import ChatTemplate, Message
 from lmx.data.synth import prompts_in, write_synth_tasks
-from lmx.infer.chat_eval import AnswerItem, evaluate_pairs_run, exact_match, exact_match_run
 from lmx.decode.generate import Generator
+from lmx.infer.chat_eval import AnswerItem, evaluate_pairs_run, exact_match, exact_match_run
 from lmx.infer.runs import load_run
 from lmx.train.loop import train
 
@@ -30,56 +30,12 @@ JUDGED_TASKS = ("copy", "reverse", "sort")
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    return write_synth_tasks(tmp_path_factory.mktemp("synth"), train=2000, heldout=200, seed=0)
-
-
-@pytest.fixture(scope="module")
 def judged(synth, tmp_path_factory):
     """Preference pairs of JUDGED_TASKS whose prompts the SFT model never saw, held-out or not."""
     seen = prompts_in([str(synth["sft_train"]), str(synth["sft_heldout"])])
     out = tmp_path_factory.mktemp("judged")
     # 600 held-out pairs: one standard error of an accuracy near 0.95 is then 0.009.
     return write_synth_tasks(out, train=6000, heldout=600, tasks=JUDGED_TASKS, seed=1, exclude=seen)
-
-
-def post_config(
-    pretrain_cfg: Config, kind: str, init_from, files: str, synth, steps: int, lr: float, **extra
-) -> Config:
-    return pretrain_cfg.replace(
-        **{
-            "name": kind,
-            "mesh.data": 1,
-            "mesh.fsdp": 1,
-            "mesh.tensor": 1,
-            "data.seq_len": 32,  # the tasks' prompts and answers fit in 32 tokens
-            "optim.learning_rate": lr,
-            "optim.warmup_steps": 20,
-            "optim.schedule": "cosine",
-            "optim.weight_decay": 0.0,
-            "train.steps": steps,
-            "train.batch_size": 32,
-            "eval.every_steps": steps // 4,
-            "eval.batches": 4,
-            "eval.final_batches": 0,
-            "checkpoint.every_steps": 0,
-            "log.every_steps": 50,
-            "objective.kind": kind,
-            "objective.init_from": str(init_from),
-            "objective.train_files": str(synth[f"{files}_train"]),
-            "objective.eval_files": str(synth[f"{files}_heldout"]),
-            **extra,
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def sft_run(full_run, synth, tmp_path_factory, cpu_devices):
-    pretrain_cfg, pretrain_dir, _ = full_run
-    run_dir = tmp_path_factory.mktemp("sft")
-    cfg = post_config(pretrain_cfg, "sft", pretrain_dir, "sft", synth, steps=2500, lr=3e-3)
-    train(cfg, run_dir, devices=cpu_devices[:1])
-    return run_dir
 
 
 def test_sft_answers_held_out_prompts_the_pretrained_model_cannot(full_run, sft_run, synth, cpu_devices):

@@ -12,10 +12,10 @@ def _note(text: str) -> None:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from lmx.data.chat import ChatTemplate, Message
-    from lmx.errors import ConfigError, DataError
     from lmx.decode.generate import Generator, TextStream, check_chat_prompts, read_chat_prompts, read_prompts
-    from lmx.infer.runs import load_run, read_run_config
     from lmx.decode.sampling import Sampling
+    from lmx.errors import ConfigError, DataError
+    from lmx.infer.runs import load_run, read_run_config
     from lmx.objectives.chat import trained_on_chat_template
     from lmx.objectives.registry import objective_of
 

@@ -26,8 +26,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lmx.config import ModelConfig
 from lmx.data.chat import Message, jsonl_records, parse_messages, text_field
 from lmx.data.tokenizer import Tokenizer
-from lmx.errors import DataError
 from lmx.decode.sampling import GREEDY, Sampling, sample
+from lmx.errors import DataError
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
 from lmx.parallel.partitioner import partitioned
@@ -82,9 +82,9 @@ def left_pad(prompts: Sequence[Sequence[int]], rows: int, width: int, pad_id: in
     return {"tokens": tokens, "segment_ids": segment_ids, "positions": positions}
 
 
-def _unrolled(model: Transformer, params: Any, mesh: Mesh, rules: Rules) -> tuple[Transformer, Any]:
-    """The same model with its layers unrolled, and its parameters unstacked to match (a copy,
-    placed by the unrolled model's logical axes).
+def _unrolled(model: Transformer, mesh: Mesh, rules: Rules) -> tuple[Transformer, Callable[[Any], Any]]:
+    """The same model with its layers unrolled, and the compiled function that unstacks a scanned
+    model's parameters to match (a copy, placed by the unrolled model's logical axes).
 
     Decoding is memory-bound: a step reads every weight once. In a scanned stack each step also
     copies every layer's weights out of the stacked arrays before using them; unrolled, the
@@ -93,7 +93,7 @@ def _unrolled(model: Transformer, params: Any, mesh: Mesh, rules: Rules) -> tupl
     unrolled = type(model)(dataclasses.replace(model.cfg, scan_layers=False))
     boxed = jax.eval_shape(unrolled.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
     unstack = functools.partial(unstack_layers, n_layers=model.cfg.n_layers)
-    return unrolled, jax.jit(unstack, out_shardings=shardings_from_boxed(boxed, mesh, rules))(params)
+    return unrolled, jax.jit(unstack, out_shardings=shardings_from_boxed(boxed, mesh, rules))
 
 
 class Generator:
@@ -116,9 +116,11 @@ class Generator:
         pad_id: int = 0,
         max_len: int | None = None,
     ) -> None:
+        self._layout: Callable[[Any], Any] | None = None  # scanned parameters -> the decoding model's
         if model.cfg.scan_layers:
-            model, params = _unrolled(model, params, mesh, rules)
-        self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
+            model, self._layout = _unrolled(model, mesh, rules)
+        self.model, self.mesh, self.rules = model, mesh, rules
+        self.load(params)
         self.batch_size, self.eos_id, self.pad_id = batch_size, eos_id, pad_id
         self.max_len = max_len or model.cfg.max_seq_len
         self.traces: collections.Counter[str] = collections.Counter()
@@ -143,6 +145,10 @@ class Generator:
         out = (rows, cache_shardings)
         self._prefill = partitioned(jax.jit(self._prefill_fn, out_shardings=out, donate_argnames="cache"))
         self._step = partitioned(jax.jit(self._step_fn, out_shardings=out, donate_argnames="cache"))
+
+    def load(self, params: Any) -> None:
+        """Decodes with `params` from now on (the trained model's layout; online RL's new policy)."""
+        self.params = self._layout(params) if self._layout else params
 
     def _traced(self, name: str, fn: Callable[[], Any]) -> Any:
         self.traces[name] += 1

@@ -22,8 +22,8 @@ import numpy as np
 from lmx.checkpoint.init_from import load_init_params
 from lmx.data.chat import ChatTemplate, Message, jsonl_records, parse_messages, response_field
 from lmx.data.preference import read_preference
-from lmx.errors import ConfigError, DataError
 from lmx.decode.generate import Generator
+from lmx.errors import ConfigError, DataError
 from lmx.infer.runs import load_run
 from lmx.objectives.pairs import evaluate_pairs, max_sequence_tokens
 from lmx.objectives.registry import objective_of

@@ -6,7 +6,7 @@ trainer and the evaluators know only that record. Importing this package registe
 objectives; a user registers their own with `register` from their own module (docs/examples/).
 """
 
-from lmx.objectives import preference, pretrain, reward_model, sft
+from lmx.objectives import preference, pretrain, reward_model, rl, sft
 from lmx.objectives.base import LossFn, Objective, Task
 from lmx.objectives.registry import get_objective, objective_kinds, objective_of, register
 
@@ -21,5 +21,6 @@ __all__ = [
     "pretrain",
     "register",
     "reward_model",
+    "rl",
     "sft",
 ]

@@ -27,6 +27,9 @@ Array = jax.Array
 # step divides every sum by the weight summed over all shards and micro-batches (exact global means).
 # Objectives with a frozen model (a preference reference) take (params, batch, frozen params).
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
+# Once per step before the updates, without gradients: (params, batch, frozen or None) -> (batch
+# with what the updates need added, metrics).
+Prepare = Callable[[Any, Mapping[str, Array], Any], tuple[Mapping[str, Array], dict[str, Array]]]
 BatchSpec = dict[str, tuple[tuple[int, ...], np.dtype]]  # key -> (global shape, dtype)
 Log = Callable[[str], None]
 # Frozen reference parameters (objective.init_from's): none; passed to every step as a third
@@ -79,6 +82,12 @@ class Objective:
     # The model reads every token of an example, EOS included (a scorer), rather than predicting
     # the next one: an example then holds at most seq_len tokens instead of seq_len + 1.
     reads_whole_sequences: bool = False
+    # Online objectives (RL) make each step's batch from the current parameters: the task's
+    # `next_batch(params, step)` replaces `train_batches`. `make_prepare` (model, cfg, mesh) gives
+    # the step's once-per-batch pass before its `updates(cfg)` optimizer updates (`lmx.train.steps`).
+    online: bool = False
+    make_prepare: Callable[[nn.Module, Config, Mesh], Prepare] | None = None
+    updates: Callable[[Config], int] = lambda cfg: 1
 
     @property
     def kind(self) -> str:

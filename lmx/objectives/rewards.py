@@ -91,6 +91,25 @@ def load_reward(spec: str) -> RewardFn:
     return fn
 
 
+def parse_reward_specs(text: str) -> list[tuple[str, float]]:
+    """``"exact_match, format=0.1, my.py:fn=0.5"`` -> ``[(spec, weight), ...]`` (weight 1 by default)."""
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        spec, sep, weight = item.rpartition("=")
+        if not sep:
+            spec, weight = item, "1"
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ConfigError(f"objective.rewards={text!r}: weight {weight!r} of {spec!r} is not a number") from None
+        specs.append((spec.strip(), value))
+    if not specs:
+        raise ConfigError(f"objective.rewards={text!r}: name at least one reward")
+    return specs
+
+
 class Rewards:
     """Weighted rewards: ``total = sum(weight * reward)``, each reward also reported on its own.
     `specs` pairs a reward (a name, or path.py:function) with its weight."""

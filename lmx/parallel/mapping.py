@@ -72,6 +72,31 @@ def sharded_sums(fn: Callable[..., Any], mesh: Mesh, rules: Rules) -> Callable[.
     return lambda params, batch, frozen=None: mapped(params, batch, frozen)
 
 
+def sharded_rows(fn: Callable[..., Any], mesh: Mesh, rules: Rules) -> Callable[..., Any]:
+    """Maps ``fn(params, batch_shard[, frozen]) -> per-row outputs`` over the mesh's data axis, like
+    `sharded_sums` but without the sum: each output keeps its leading batch axis, split over the
+    data axis as the batch is (per-row log-probs of a forward without gradients, say)."""
+    inner_rules = without_axes(rules, {DATA_AXIS})
+
+    def per_shard(params: Any, batch: Batch, frozen: Any = None) -> Any:
+        extra = () if frozen is None else (frozen,)
+        with activation_rules(inner_rules):
+            batch = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), batch)
+            return fn(params, batch, *extra)
+
+    if mesh.shape[DATA_AXIS] == 1:
+        return per_shard  # as in `sharded_sums`: no map over a size-1 axis
+    mapped = jax.shard_map(
+        per_shard,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS), PartitionSpec()),
+        out_specs=PartitionSpec(DATA_AXIS),
+        axis_names={DATA_AXIS},
+        check_vma=False,
+    )
+    return lambda params, batch, frozen=None: mapped(params, batch, frozen)
+
+
 def step_batch_sharding(mesh: Mesh) -> NamedSharding:
     """How a step takes its batch: rows split over the data axis (the map splits them further)."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))

@@ -116,6 +116,7 @@ class Trainer:
         self.batch_sharding = step_batch_sharding(self.mesh)
         eval_batch_size(cfg, self.mesh)  # a bad eval.batch_size fails now, not at the first evaluation
         objective = objective_of(cfg)
+        self.online = objective.online
         # A reference model (preference): the init_from parameters, frozen, sharded like the policy.
         reference = None
         if objective.reference(cfg) != "none":
@@ -224,7 +225,8 @@ class Trainer:
             step = int(jax.device_get(state.step))
             # The data resumes at the step alone (`lmx.data.pretrain.record_batches`); read before
             # `_begin` writes anything, so data that cannot make a batch leaves the directory as it was.
-            self.data_iterator = iter(self.task.train_batches(start_step=step))
+            # An online objective (RL) samples each batch from the current parameters instead.
+            self.data_iterator = None if self.online else iter(self.task.train_batches(start_step=step))
         except BaseException:
             self.checkpoints.close()
             raise
@@ -253,7 +255,10 @@ class Trainer:
         try:
             with StopRequest(sync_point) as stop:
                 while step < total:
-                    state, metrics = step_fn(state, self._global_batch(next(self.data_iterator)), *frozen)
+                    if self.online:
+                        state, metrics = self._online_step(step_fn, state, step, frozen)
+                    else:
+                        state, metrics = step_fn(state, self._global_batch(next(self.data_iterator)), *frozen)
                     step += 1
                     pending.append(metrics)
                     if progress:
@@ -298,6 +303,15 @@ class Trainer:
                 progress.close()
             for sink in sinks:
                 sink.close()
+
+    def _online_step(self, step_fn: Callable, state: TrainState, step: int, frozen: tuple) -> tuple[TrainState, dict]:
+        """A step of an online objective: its batch sampled from the current parameters, then the
+        update, waited for (the next rollout needs its parameters anyway) so that it is timed."""
+        host, rollout_metrics = self.task.next_batch(state.params, step)
+        start = time.perf_counter()
+        state, metrics = step_fn(state, self._global_batch(host), *frozen)
+        jax.block_until_ready(metrics)
+        return state, {**metrics, **rollout_metrics, "update_s": time.perf_counter() - start}
 
     def _train_row(self, step: int, pending: list[dict[str, jax.Array]], state: TrainState, since: float) -> Row:
         """Fetches the window's metrics (the loop's only regular sync) and builds the log row.

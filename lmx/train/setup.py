@@ -48,6 +48,8 @@ class TrainSetup:
         `with_frozen`: the step takes a frozen copy of the parameters (the preference reference,
         sharded like the trained ones) as its third argument.
         """
+        objective = objective_of(self.cfg)
+        prepare = objective.make_prepare(self.model, self.cfg, self.mesh) if objective.make_prepare else None
         return make_train_step(
             loss_fn or default_loss(self),
             self.optimizer,
@@ -57,6 +59,8 @@ class TrainSetup:
             self.shardings,
             self.cfg.train.micro_batches,
             self.shardings.params if with_frozen else None,
+            prepare,
+            objective.updates(self.cfg),
         )
 
 
@@ -74,8 +78,10 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
     """Builds the mesh and, with `init`, initialises the sharded train state (no step compiled yet)."""
     mesh = make_mesh(cfg.mesh, devices)
     check_batch_fits_mesh(cfg, mesh)
-    model = objective_of(cfg).make_model(cfg)
-    schedule = make_schedule(cfg.optim, cfg.train.steps)
+    objective = objective_of(cfg)
+    model = objective.make_model(cfg)
+    # Online RL makes several optimizer updates per step: the schedule counts updates.
+    schedule = make_schedule(cfg.optim, cfg.train.steps * objective.updates(cfg))
     optimizer = make_optimizer(cfg.optim, schedule)
     abstract, shardings = train_state_shapes(model, optimizer, mesh, cfg.mesh.rules, cfg.data.seq_len)
     setup = TrainSetup(cfg, mesh, model, schedule, optimizer, None, shardings, abstract)

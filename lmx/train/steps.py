@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lmx.objectives.base import LossFn, check_loss_output
+from lmx.objectives.base import LossFn, Prepare, check_loss_output
 from lmx.parallel.mapping import Batch, means_from_sums, sharded_sums, step_batch_sharding
 from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
@@ -80,6 +80,8 @@ def make_train_step(
     state_shardings: TrainState,
     micro_batches: int = 1,
     frozen_shardings: Any = None,
+    prepare: Prepare | None = None,
+    updates: int = 1,
 ) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
     """The compiled step ``(state, batch) -> (state, metrics)``; the input state is donated.
 
@@ -91,33 +93,62 @@ def make_train_step(
     grad_norm (before clipping), lr (the rate this update used), tokens (the loss weight) and
     nonfinite (1 when the loss or a gradient was not finite: the update was then dropped, the
     step and data still advance, and ``state.skipped`` counts it).
+
+    Online RL adds two things. `prepare` runs once on the step's batch before any update, without
+    gradients: ``(params, batch, frozen) -> (batch, metrics)`` (old and reference log-probs,
+    advantages); the frozen parameters then go to `prepare` only, not to the loss. `updates`
+    optimizer updates then follow on that batch (PPO's epochs, GRPO's mu), each over every
+    micro-batch; ``state.step`` counts steps (batches), the optimizer its own updates, and the
+    metrics are the means over the updates.
     """
     grads_fn = sharded_gradients(loss_fn, mesh, rules, micro_batches)
 
-    def step(state: TrainState, batch: Batch, frozen: Any = None) -> tuple[TrainState, dict[str, Array]]:
+    def update(params: Any, opt_state: Any, batch: Batch, frozen: Any, step: Array):
+        """One optimizer update from the exact global mean of the batch's gradient."""
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            grad_sums, loss_sum, stats = grads_fn(state.params, batch, frozen)
+            grad_sums, loss_sum, stats = grads_fn(params, batch, frozen)
         # The total weight is a constant of the batch, so d(sum)/W = d(sum / W): the exact mean.
         denom = jnp.maximum(stats["weight"], 1.0)
         grads = jax.tree.map(lambda g: g / denom, grad_sums)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates_, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates_)
         metrics = means_from_sums(loss_sum, stats)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+        metrics["lr"] = jnp.asarray(schedule(step), jnp.float32)
         # Never let a non-finite step into the state: keep the old params and moments instead.
         finite = jnp.isfinite(loss_sum) & jnp.isfinite(metrics["grad_norm"])
-        params, opt_state = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state)
+        new_params, new_opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), (new_params, new_opt_state), (params, opt_state)
         )
         metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        return new_params, new_opt_state, metrics
+
+    def step(state: TrainState, batch: Batch, frozen: Any = None) -> tuple[TrainState, dict[str, Array]]:
+        extra: dict[str, Array] = {}
+        if prepare is not None:
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                batch, extra = prepare(state.params, batch, frozen)
+            frozen = None  # the loss itself takes no frozen parameters
+        if updates == 1:
+            params, opt_state, metrics = update(state.params, state.opt_state, batch, frozen, state.step)
+            dropped = metrics["nonfinite"]
+        else:
+
+            def body(carry, i):
+                params, opt_state = carry
+                params, opt_state, metrics = update(params, opt_state, batch, frozen, state.step * updates + i)
+                return (params, opt_state), metrics
+
+            (params, opt_state), stacked = jax.lax.scan(
+                body, (state.params, state.opt_state), jnp.arange(updates, dtype=jnp.int32)
+            )
+            metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), stacked)
+            metrics["nonfinite"] = jnp.max(stacked["nonfinite"])  # any update of the step dropped
+            dropped = jnp.sum(stacked["nonfinite"])
         new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            opt_state=opt_state,
-            skipped=state.skipped + 1 - finite.astype(jnp.int32),
+            step=state.step + 1, params=params, opt_state=opt_state, skipped=state.skipped + dropped.astype(jnp.int32)
         )
-        return new_state, metrics
+        return new_state, {**metrics, **extra}
 
     in_shardings = (state_shardings, step_batch_sharding(mesh))
     if frozen_shardings is not None:
