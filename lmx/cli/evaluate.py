@@ -1,4 +1,5 @@
-"""`lmx eval`: a run's loss and bits per byte, k-shot tasks, exact match and preference pairs."""
+"""`lmx eval`: a run's loss and bits per byte, k-shot tasks, exact match, preference pairs and
+rewards of its answers (rollouts)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ from lmx.cli.common import distributed_arguments, slug
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    if sum(x is not None for x in (args.task, args.responses, args.pairs, args.text, args.tokens)) > 1:
+    sources = (args.task, args.responses, args.pairs, args.rollouts, args.text, args.tokens)
+    if sum(x is not None for x in sources) > 1:
         from lmx.errors import DataError
 
-        raise DataError("give at most one of --task, --responses, --pairs, --text and --tokens")
+        raise DataError("give at most one of --task, --responses, --pairs, --rollouts, --text and --tokens")
     import jax
 
-    if jax.process_count() > 1 and (args.task or args.responses or args.pairs):
+    if jax.process_count() > 1 and (args.task or args.responses or args.pairs or args.rollouts):
         from lmx.errors import ConfigError
 
-        raise ConfigError("--task, --responses and --pairs run on one process; loss and bits per byte run on many")
+        raise ConfigError(
+            "--task, --responses, --pairs and --rollouts run on one process; loss and bits per byte run on many"
+        )
+    if args.rollouts:
+        return _eval_rollouts(args)
     if args.task:
         return _eval_task(args)
     if args.responses:
@@ -90,6 +96,32 @@ def _eval_responses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_rollouts(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lmx.errors import ConfigError
+    from lmx.infer.rollout_eval import rollouts_run
+
+    if not args.reward:
+        raise ConfigError("--rollouts needs --reward NAME (e.g. exact_match, or path/to/file.py:function)")
+    step, m = rollouts_run(
+        args.run_dir, args.rollouts, args.reward, args.samples, args.step, args.batch_size, args.max_new_tokens,
+        args.temperature, args.seed,
+    )  # fmt: skip
+    each = ", ".join(f"{k[len('reward/') :]} {v:.3f}" for k, v in m.items() if k.startswith("reward/"))
+    line = f"{args.rollouts}: greedy mean reward {m['reward']:.3f} ({each}) over {int(m['prompts'])} prompts"
+    if args.samples:
+        k = args.samples
+        line += f"; {k} samples each: mean reward {m['sampled_reward']:.3f}, pass@{k} {m['pass_at_k']:.3f}"
+    print(line)
+    out = Path(args.run_dir) / f"eval-rollouts-{slug(args.rollouts)}-step{step}.json"
+    record = {"step": step, "file": args.rollouts, "reward": args.reward, "samples": args.samples, "metrics": m}
+    atomic.write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def _eval_pairs(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -125,11 +157,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--shots", type=int, nargs="+", default=[0], help="in-context examples per item (several: one row each)"
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="which items become shots")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="which items become shots (--task); the sampling seed (--rollouts)"
+    )
     evaluate.add_argument("--separator", default="\n", help="between shots and the item (default: a newline)")
     evaluate.add_argument("--responses", help="SFT-format JSONL: greedy exact-match accuracy of the answers")
     evaluate.add_argument("--pairs", help="preference JSONL: a reward-model or preference run's pairwise metrics")
+    evaluate.add_argument("--rollouts", help="prompt JSONL: mean --reward of the answers, and pass@k with --samples")
+    evaluate.add_argument("--reward", help="--rollouts: rewards as in objective.rewards (NAME[=WEIGHT],...)")
+    evaluate.add_argument("--samples", type=int, default=0, help="--rollouts: also sample k answers per prompt")
+    evaluate.add_argument("--temperature", type=float, default=1.0, help="--rollouts --samples: sampling temperature")
     evaluate.add_argument("--batch-size", type=int, default=32, help="prompts answered together (--responses)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=0, help="--responses: 0 = longest reference + 4")
+    evaluate.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=0,
+        help="--responses: 0 = longest reference + 4; --rollouts: 0 = an RL run's own, else 32",
+    )
     distributed_arguments(evaluate)
     evaluate.set_defaults(func=_cmd_eval)
