@@ -22,7 +22,7 @@ from common import RESULTS, write_results
 from doc_commands import ROOT, Budget, markdown_commands, markdown_sections, prepare_directory, run_sequence
 
 GUIDE = ROOT / "docs" / "USER_GUIDE.md"
-POST_TRAINING = "Post-training: SFT, preference optimisation, reward models"
+POST_TRAINING = "Post-training: SFT, preference optimisation, reward models, RL"
 RECALL = "lmx data icl-task data/icl"  # the first command of the guide's recall-task recipe
 INSTALLED = ("python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/lmx", "lmx", "installed")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from doc_commands import ROOT, Budget, Command, markdown_sections, prepare_directory
 
 GUIDE = ROOT / "docs" / "USER_GUIDE.md"
-POST_TRAINING = "Post-training: SFT, preference optimisation, reward models"
+POST_TRAINING = "Post-training: SFT, preference optimisation, reward models, RL"
 
 
 def guide_section(name: str) -> list[Command]:
@@ -27,7 +27,10 @@ INSTALLED = (
     ".ci/run installs the package before it runs the tests",
 )
 TINY_TRAINING = "--set train.steps=6 --set eval.final_batches=2"
-TRAINING_RUNS = r"^(lmx train configs/(tiny|sft_tiny|dpo_tiny|rm_tiny|icl_tiny)\.py|python docs/examples/\w+\.py)"
+TRAINING_RUNS = (
+    r"^(lmx train configs/(tiny|sft_tiny|dpo_tiny|rm_tiny|grpo_tiny|rlhf_tiny|icl_tiny)\.py"
+    r"|python docs/examples/\w+\.py)"
+)
 # The small config's shapes on 8 virtual devices would compile for a minute; the mesh is the point.
 SMALL_SHAPES = (
     "--set model.d_model=64 --set model.n_layers=2 --set model.n_heads=2 --set model.n_kv_heads=2 "
@@ -106,7 +109,14 @@ README_BUDGET = Budget(
 
 # Recipes that start where another one ends say so ("runs/sft_tiny (see that file)"): they run
 # after it, in the same directory.
-CONFIG_CHAIN = ["configs/sft_tiny.py", "configs/dpo_tiny.py", "configs/rm_tiny.py", "configs/icl_tiny.py"]
+CONFIG_CHAIN = [
+    "configs/sft_tiny.py",
+    "configs/dpo_tiny.py",
+    "configs/rm_tiny.py",
+    "configs/grpo_tiny.py",
+    "configs/rlhf_tiny.py",
+    "configs/icl_tiny.py",
+]
 CONFIG_BUDGET = Budget(
     extra=((TRAINING_RUNS, TINY_TRAINING),),
     replace=(

@@ -57,7 +57,7 @@ def test_post_training_recipes_of_the_guide_and_the_configs_run_in_order(stdlib_
     directory = fresh(tmp_path, stdlib_data)
     run_sequence(guide, directory, GUIDE_BUDGET)
     run_sequence(added, directory, CONFIG_BUDGET)
-    for run in ("tiny", "sft_tiny", "dpo_tiny", "rm_tiny", "icl_tiny"):
+    for run in ("tiny", "sft_tiny", "dpo_tiny", "rm_tiny", "grpo_tiny", "rlhf_tiny", "icl_tiny"):
         assert (directory / "runs" / run / "summary.json").is_file(), run
 
 

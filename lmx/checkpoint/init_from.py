@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
@@ -23,7 +24,7 @@ from lmx.checkpoint.manager import saved_steps
 from lmx.errors import CheckpointError, ConfigError
 
 # Parameters a run may add on top of its source's (they are initialised fresh).
-NEW_HEADS = ("reward_head",)
+NEW_HEADS = ("reward_head", "value_head")  # a reward model's score, PPO's value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,17 @@ def load_init_params(spec: str, target_params: Any) -> tuple[Any, InitSource, li
     source = resolve_init_from(spec)
     params, new = restore_params(source.state_dir, target_params, f"objective.init_from={spec!r}", NEW_HEADS)
     return params, source, new
+
+
+def zero_new_heads(abstract_params: Any) -> Any:
+    """`abstract_params` with the subtrees of NEW_HEADS made zeros in their shardings, so that a
+    restore may leave them out (a frozen copy that never reads its new head)."""
+    return {
+        name: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype, device=x.sharding), tree)
+        if name in NEW_HEADS
+        else tree
+        for name, tree in abstract_params.items()
+    }
 
 
 def restore_params(

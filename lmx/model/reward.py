@@ -64,3 +64,42 @@ class RewardModel(Transformer):
         at_last_BxL = jnp.arange(tokens_BxL.shape[1])[None, :] == last_B[:, None]
         h_BxD = jnp.sum(jnp.where(at_last_BxL[..., None], h_BxLxD, 0.0), axis=1)
         return self.reward_head(h_BxD)[:, 0].astype(jnp.float32)
+
+
+class PolicyWithValue(Transformer):
+    """The language model plus a value head: a scalar per position from the final-normed hidden
+    state, PPO's critic sharing the policy's layers (as in Ziegler et al. 2019's implementation).
+
+    Called like the language model it returns next-token logits, so generation, the KV cache and
+    every language-model evaluator apply unchanged; `logits_and_values` gives both from one pass.
+    The parameter tree is the language model's plus ``value_head``, so an SFT run initialises all
+    but the head (`objective.init_from`).
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        cfg = self.cfg
+        self.value_head = nn.Dense(
+            1,
+            dtype=jnp.dtype(cfg.dtype),
+            param_dtype=jnp.dtype(cfg.param_dtype),
+            kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), ("embed", None)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+            name="value_head",
+        )
+
+    def __call__(
+        self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None
+    ) -> Array:
+        h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
+        if self.is_initializing():
+            self.value_head(h_BxLxD[:, :1])  # creates the head's parameters
+        return self.logits(h_BxLxD)
+
+    def logits_and_values(
+        self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None
+    ) -> tuple[Array, Array]:
+        """``(logits [B, L, V], values [B, L] float32)``: the value at position t is that of the
+        state after reading tokens 0..t, before the token that position predicts."""
+        h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
+        return self.logits(h_BxLxD), self.value_head(h_BxLxD)[..., 0].astype(jnp.float32)

@@ -7,7 +7,8 @@ Built in, for the generated tasks (`lmx.data.synth`; a prompt record carries its
   same places, over the longer of the two (so extra items cost too);
 - ``format``: 1 when the completion is space-separated integers, the form of every task's answer.
 
-Anything else is a user's function named ``path/to/file.py:name``, loaded from that file. A reward
+``rm:RUN_DIR`` is the score of an lmx reward-model run (`lmx.objectives.rm_reward`; RLHF). Anything
+else is a user's function named ``path/to/file.py:name``, loaded from that file. A reward
 that raises, or returns anything but one finite number per completion, fails as one line naming it.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lmx.errors import ConfigError, DataError
+from lmx.objectives.rm_reward import RewardModelScore
 
 RewardFn = Callable[[Sequence[str], Sequence[str], Sequence[Mapping[str, Any]]], Sequence[float]]
 
@@ -71,9 +73,12 @@ def reward_names() -> list[str]:
 
 
 def load_reward(spec: str) -> RewardFn:
-    """A built-in reward by name, or ``path/to/file.py:function`` from a user's file."""
+    """A built-in reward by name, a reward model's score (``rm:RUN_DIR``), or ``path/to/file.py:function``
+    from a user's file."""
     if spec in _REGISTRY:
         return _REGISTRY[spec]
+    if spec.startswith("rm:"):
+        return RewardModelScore(spec[len("rm:") :], spec)
     path, sep, name = spec.rpartition(":")
     if not sep or not path.endswith(".py"):
         raise ConfigError(f"reward {spec!r}: not one of {', '.join(reward_names())}, nor path/to/file.py:function")

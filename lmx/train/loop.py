@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lmx.checkpoint import Checkpoints
-from lmx.checkpoint.init_from import load_init_params
+from lmx.checkpoint.init_from import load_init_params, zero_new_heads
 from lmx.config import Config, diff_keys, flatten_keys
 from lmx.errors import CheckpointError, ConfigError, NonFiniteError
 from lmx.model.flops import flops_per_token_detailed, model_flops_utilization, param_counts
@@ -120,7 +120,8 @@ class Trainer:
         # A reference model (preference): the init_from parameters, frozen, sharded like the policy.
         reference = None
         if objective.reference(cfg) != "none":
-            reference = self._load_params(self.setup.abstract_state.params, "reference model")
+            # A head the source lacks (PPO's value head) is zeros in the reference: it only scores tokens.
+            reference = self._load_params(zero_new_heads(self.setup.abstract_state.params), "reference model")
         self.task = objective.make_task(cfg, self.mesh, self.setup.model, reference, self.say)
         # Passed to every step when the reference runs in the step (else freed once precomputed).
         self.frozen = reference if objective.reference(cfg) == "in_step" else None
