@@ -269,6 +269,29 @@ def preference_step() -> str:
     return table(header, rows) + "\n" + provenance(r, "benchmarks/results/preference_step.json", "2026-11-25")
 
 
+def rl_step() -> str:
+    r = load("rl_step")
+    rows = [
+        [
+            run["config"],
+            run["batch"],
+            f"{run['generate_s']:.3f} s",
+            f"{run['score_s'] * 1e3:.1f} ms",
+            f"{run['prepare_s']:.3f} s",
+            f"{run['update_s']:.3f} s",
+            f"{run['rollout_tokens_per_s']:,.0f}",
+            f"{run['streaming_tokens_per_s']:,.0f}",
+            f"{run['rollout_over_streaming']:.2f}x",
+        ]
+        for run in r["runs"]
+    ]
+    header = [
+        "config", "completions", "generate", "score", "old + reference log-probs", "update",
+        "rollout tokens/s", "streaming tokens/s", "rollout / streaming (target >= 0.8)",
+    ]  # fmt: skip
+    return table(header, rows) + "\n" + provenance(r, "benchmarks/results/rl_step.json")
+
+
 def bootstrap_fit() -> str:
     r = load("bootstrap_fit")
     by = r["bootstrap_s_by_workers"]
@@ -383,6 +406,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "data": data,
     "train-loop": train_loop,
     "preference-step": preference_step,
+    "rl-step": rl_step,
     "multiprocess": multiprocess,
     "bootstrap-fit": bootstrap_fit,
     "isoflop-runs": isoflop_runs,

@@ -55,6 +55,7 @@ KEYS = {
         "save_interval_extra_steps",
     },
     "train_step": {"matmul_ceiling_flops_per_s", "matmul_ceiling_before_after", "overrides", "runs"},
+    "rl_step": {"prompt_tokens", "runs"},
 }
 RUN_KEYS = {
     "generate": {
@@ -75,6 +76,15 @@ RUN_KEYS = {
         "allreduce_s_by_floats",
     },
     "preference_step": {"compile_s", "step_s", "tokens_per_s", "cost_per_token_vs_pretrain"},
+    "rl_step": {
+        "generate_s",
+        "score_s",
+        "prepare_s",
+        "update_s",
+        "rollout_tokens_per_s",
+        "streaming_tokens_per_s",
+        "rollout_over_streaming",
+    },
     "train_step": {
         "config",
         "params",

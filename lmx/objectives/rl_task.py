@@ -96,6 +96,32 @@ def evaluate_rollouts(
     return out
 
 
+def rollout_rows(
+    prompts: Sequence[np.ndarray], rollouts: Rollouts, rewards: np.ndarray, seq_len: int
+) -> dict[str, np.ndarray]:
+    """The step's batch: prompt + completion per row in the language model's layout (inputs,
+    targets, segment_ids, positions), the loss on the completion's tokens (``loss_mask``), the
+    sampler's log-probs at the same places, and each row's reward."""
+    B, L = len(prompts), seq_len
+    out = {k: np.zeros((B, L), np.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
+    out["loss_mask"] = np.zeros((B, L), np.float32)
+    out["sampler_logps"] = np.zeros((B, L), np.float32)
+    for r, (prompt, completion, logps, n) in enumerate(
+        zip(prompts, rollouts.tokens, rollouts.logps, rollouts.lengths, strict=True)
+    ):
+        sequence = np.concatenate([prompt, completion[:n]])
+        width = len(sequence) - 1
+        out["inputs"][r, :width] = sequence[:-1]
+        out["targets"][r, :width] = sequence[1:]
+        out["segment_ids"][r, :width] = 1
+        out["positions"][r, :width] = np.arange(width)
+        first = len(prompt) - 1  # the target position of the completion's first token
+        out["loss_mask"][r, first : first + n] = 1.0
+        out["sampler_logps"][r, first : first + n] = logps[:n]
+    out["rewards"] = rewards.astype(np.float32)
+    return out
+
+
 class RLTask:
     """Prompts, rewards and rollouts of one RL run (`lmx.objectives.base.Task`, online)."""
 
@@ -175,7 +201,7 @@ class RLTask:
         if obj.overlong_cache:
             total = total + overlong_penalty(rollouts.lengths, obj.max_new_tokens, obj.overlong_cache)
         scored = time.perf_counter()
-        batch = self._rows(rows, rollouts, total)
+        batch = rollout_rows([p.ids for p in rows], rollouts, total, self.cfg.data.seq_len)
         groups = total.reshape(-1, hyper.samples)
         tokens = int(rollouts.lengths.sum())
         metrics = {
@@ -193,27 +219,6 @@ class RLTask:
             "rollout_tokens_per_s": tokens / max(generated - ready, 1e-9),
         }
         return batch, metrics
-
-    def _rows(self, rows: Sequence[Prompt], rollouts: Rollouts, rewards: np.ndarray) -> dict[str, np.ndarray]:
-        """Prompt + completion per row in the language model's layout, the loss on the completion."""
-        B, L = self.cfg.train.batch_size, self.cfg.data.seq_len
-        out = {k: np.zeros((B, L), np.int32) for k in ("inputs", "targets", "segment_ids", "positions")}
-        out["loss_mask"] = np.zeros((B, L), np.float32)
-        out["sampler_logps"] = np.zeros((B, L), np.float32)
-        for r, (prompt, completion, logps, n) in enumerate(
-            zip(rows, rollouts.tokens, rollouts.logps, rollouts.lengths, strict=True)
-        ):
-            sequence = np.concatenate([prompt.ids, completion[:n]])
-            width = len(sequence) - 1
-            out["inputs"][r, :width] = sequence[:-1]
-            out["targets"][r, :width] = sequence[1:]
-            out["segment_ids"][r, :width] = 1
-            out["positions"][r, :width] = np.arange(width)
-            first = len(prompt.ids) - 1  # the target position of the completion's first token
-            out["loss_mask"][r, first : first + n] = 1.0
-            out["sampler_logps"][r, first : first + n] = logps[:n]
-        out["rewards"] = rewards.astype(np.float32)
-        return out
 
     def evaluate(self, params: Any, max_batches: int, frozen: Any = None) -> dict[str, float]:
         """Rewards of greedy (and, with objective.eval_samples, sampled) answers to held-out prompts."""

@@ -33,7 +33,7 @@ from lmx.objectives.registry import objective_of
 from lmx.parallel.hardware import peak_flops
 from lmx.parallel.mapping import eval_batch_size, step_batch_sharding
 from lmx.train.lock import RunLock
-from lmx.train.metrics import ProgressSink, Row, Sink, make_sinks, truncate_jsonl
+from lmx.train.metrics import Row, eval_row, make_sinks, truncate_jsonl, write_row
 from lmx.train.run_dir import RunDirectory
 from lmx.train.setup import TrainSetup, setup_training
 from lmx.train.signals import StopRequest
@@ -268,12 +268,12 @@ class Trainer:
                     stopping = stop.should_stop(step)
                     if step % cfg.log.every_steps == 0 or last or stopping:
                         row = self._train_row(step, pending, state, window_start + eval_time)
-                        _write(sinks, progress, step, row)
+                        write_row(sinks, progress, step, row)
                         pending, window_start, eval_time = [], time.perf_counter(), 0.0
                     if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and not last:
                         start = time.perf_counter()
                         result = self.task.evaluate(state.params, cfg.eval.batches, self.frozen)
-                        _write(sinks, progress, step, _prefixed(result))
+                        write_row(sinks, progress, step, eval_row(result))
                         log(f"step {step}: {self.task.describe(result)}")
                         eval_time += time.perf_counter() - start
                     every = cfg.checkpoint.every_steps
@@ -296,7 +296,7 @@ class Trainer:
                 summary = None
                 if status == "completed":
                     summary = self._finish(state, step, train_time, compile_s, log)
-                    _write(sinks, progress, step, summary["final_eval"])
+                    write_row(sinks, progress, step, summary["final_eval"])
                 return RunResult(status, step, summary)
         finally:
             self.checkpoints.close()
@@ -390,7 +390,7 @@ class Trainer:
             "tokens_per_s": tokens / train_time if train_time else None,
             "skipped_steps": int(jax.device_get(state.skipped)),
             "objective": self.cfg.objective.kind,
-            "final_eval": _prefixed(result),
+            "final_eval": eval_row(result),
             **self.task.summary(),
         }
         if self.is_lead:
@@ -398,14 +398,3 @@ class Trainer:
         described = self.task.describe(result)
         log(f"done: step {step}, {described}, {train_time:.0f} s of training; summary in {self.run_dir}")
         return summary
-
-
-def _write(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row) -> None:
-    for sink in sinks:
-        sink.write(step, row)
-    if progress:
-        progress.write(step, row)
-
-
-def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
-    return {f"eval/{k}": v for k, v in metrics.items()}

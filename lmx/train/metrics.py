@@ -151,3 +151,16 @@ def make_sinks(cfg: Config, run_dir: str | Path, start_step: int) -> tuple[Progr
     if cfg.log.wandb.mode != "disabled":
         sinks.append(WandbSink(cfg.log.wandb, run_dir, cfg))
     return ProgressSink(cfg.train.steps, start_step, cfg.log.progress), sinks
+
+
+def write_row(sinks: list[Sink], progress: ProgressSink | None, step: int, row: Row) -> None:
+    """`row` to every sink, and to the progress bar's postfix."""
+    for sink in sinks:
+        sink.write(step, row)
+    if progress:
+        progress.write(step, row)
+
+
+def eval_row(metrics: dict[str, float]) -> dict[str, float]:
+    """Evaluation metrics as logged: ``eval/NAME``."""
+    return {f"eval/{k}": v for k, v in metrics.items()}
