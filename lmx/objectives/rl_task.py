@@ -16,6 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -28,17 +29,11 @@ from lmx.errors import ConfigError, DataError
 from lmx.objectives.base import Log, Objective, check_vocab
 from lmx.objectives.chat import chat_tokenizer
 from lmx.objectives.rewards import Rewards, parse_reward_specs
+from lmx.objectives.rl_losses import overlong_penalty
 
 
 def step_seed(seed: int, step: int) -> int:
     return int(np.random.default_rng([seed, step, 0x5EED]).integers(2**31 - 1))
-
-
-def overlong_penalty(lengths_N: np.ndarray, max_len: int, cache: int) -> np.ndarray:
-    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13): 0 up to ``max_len - cache`` tokens,
-    then falling linearly to -1 at ``max_len`` (the host twin of `rl_losses.overlong_penalty`)."""
-    start = max_len - cache
-    return np.where(lengths_N <= start, 0.0, (start - lengths_N) / cache).astype(np.float32)
 
 
 def completion_texts(template: ChatTemplate, rollouts: Rollouts) -> list[str]:
@@ -199,7 +194,8 @@ class RLTask:
         texts = completion_texts(self.template, rollouts)
         total, each = self.rewards.score([p.text for p in rows], texts, [p.metadata for p in rows])
         if obj.overlong_cache:
-            total = total + overlong_penalty(rollouts.lengths, obj.max_new_tokens, obj.overlong_cache)
+            penalty = overlong_penalty(jnp.asarray(rollouts.lengths), obj.max_new_tokens, obj.overlong_cache)
+            total = total + np.asarray(penalty, np.float32)
         scored = time.perf_counter()
         batch = rollout_rows([p.ids for p in rows], rollouts, total, self.cfg.data.seq_len)
         groups = total.reshape(-1, hyper.samples)
