@@ -292,6 +292,29 @@ def rl_step() -> str:
     return table(header, rows) + "\n" + provenance(r, "benchmarks/results/rl_step.json")
 
 
+def attention() -> str:
+    r = load("attention")
+    lengths = sorted({run["length"] for run in r["runs"]})
+    names = list(r["memory_growth"])
+    by = {(run["attention"], run["length"]): run for run in r["runs"]}
+    rows = [
+        [name]
+        + [f"{by[name, n]['temp_bytes'] / 2**20:,.1f} MiB" for n in lengths]
+        + [f"{r['memory_growth'][name]:.1f}x"]
+        + [f"{by[name, n]['step_s'] * 1e3:,.0f} ms" for n in lengths]
+        for name in names
+    ]
+    header = (
+        ["attention"]
+        + [f"temporaries, L={n:,}" for n in lengths]
+        + [f"L={lengths[-1]:,} / L={lengths[0]:,}"]
+        + [f"step, L={n:,}" for n in lengths]
+    )
+    tiny = ", ".join(f"{name} {s * 1e3:,.0f} ms" for name, s in r["tiny_step_s"].items())
+    note = f"configs/tiny.py's own step (4 layers, 32 x 128 tokens): {tiny}.\n"
+    return table(header, rows) + "\n" + note + provenance(r, "benchmarks/results/attention.json")
+
+
 def bootstrap_fit() -> str:
     r = load("bootstrap_fit")
     by = r["bootstrap_s_by_workers"]
@@ -407,6 +430,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "train-loop": train_loop,
     "preference-step": preference_step,
     "rl-step": rl_step,
+    "attention": attention,
     "multiprocess": multiprocess,
     "bootstrap-fit": bootstrap_fit,
     "isoflop-runs": isoflop_runs,

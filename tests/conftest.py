@@ -138,3 +138,26 @@ def sft_run(full_run, synth, tmp_path_factory, cpu_devices):
     cfg = post_config(pretrain_cfg, "sft", pretrain_dir, "sft", synth, steps=2500, lr=3e-3)
     train(cfg, run_dir, devices=cpu_devices[:1])
     return run_dir
+
+
+# The longest files first (measured in CI, 2026-12-03): xdist hands each worker a whole file at a
+# time (--dist loadfile) in this order, so the two workers end close together instead of one
+# waiting while the other runs a long file that came last.
+LONGEST_FIRST = [
+    "test_docs_guide.py",
+    "test_rl.py",
+    "test_docs_configs.py",
+    "test_post_training.py",
+    "test_preemption.py",
+    "test_docs_readme.py",
+    "test_evaluate_sources.py",
+    "test_multiprocess.py",
+    "test_benchmarks.py",
+    "test_objectives.py",
+    "test_attention.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

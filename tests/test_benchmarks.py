@@ -20,6 +20,7 @@ PROVENANCE = {"date", "commit", "dirty", "machine", "matmul_ceiling_flops_per_s"
 # The top-level keys each benchmark's full run writes (besides "machine"), and for those that
 # report several runs, the keys of each run.
 KEYS = {
+    "attention": {"layers", "batch", "block", "runs", "memory_growth", "tiny_step_s"},
     "bootstrap_fit": {
         "points",
         "resamples",
@@ -58,6 +59,7 @@ KEYS = {
     "rl_step": {"prompt_tokens", "runs"},
 }
 RUN_KEYS = {
+    "attention": {"attention", "length", "temp_bytes", "step_s"},
     "generate": {
         "batch",
         "new_tokens",

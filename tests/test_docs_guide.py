@@ -44,6 +44,7 @@ SECTIONS_AFTER_QUICK_START = [
     "Evaluating",
     "Hugging Face",
     "lmx as a library",
+    "Accelerators: attention, precision, profiling",
 ]
 
 

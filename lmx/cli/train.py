@@ -39,10 +39,12 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from lmx.config import load_config
     from lmx.train.loop import train
+    from lmx.train.profile import parse_window
 
+    profile = parse_window(args.profile) if args.profile else None
     cfg = load_config(args.config, args.set)
     run_dir = args.run_dir or f"runs/{cfg.name}"
-    result = train(cfg, run_dir, extend=args.extend)
+    result = train(cfg, run_dir, extend=args.extend, profile=profile)
     if result.status == "preempted":
         print(f"stopped at step {result.step}; resume with the same command")
     return 0
@@ -62,6 +64,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue a finished (or interrupted) run with a changed config on purpose; keeps its old summary "
         "and final checkpoint",
+    )
+    train.add_argument(
+        "--profile",
+        metavar="START:STOP",
+        help="write a jax.profiler trace of steps START to STOP - 1 into RUN_DIR/profile (TensorBoard, Perfetto)",
     )
     distributed_arguments(train)
     train.set_defaults(func=_cmd_train)

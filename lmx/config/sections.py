@@ -46,6 +46,9 @@ class ModelConfig:
     says otherwise, as Qwen3's do); kv heads are shared (GQA)."""
 
     SECTION: ClassVar[str] = "model"
+    # Fields that change how the model computes, not its parameters: a checkpoint restores under
+    # other values of these (lmx.train.run_dir.check_same_model).
+    COMPUTE_ONLY: ClassVar[tuple[str, ...]] = ("dtype", "attention", "attention_block", "remat")
 
     vocab_size: int = 4096
     d_model: int = 256
@@ -71,6 +74,10 @@ class ModelConfig:
     param_dtype: Dtype = "float32"
     scan_layers: bool = True
     remat: Literal["none", "full", "save_dots"] = "none"
+    # Attention implementation (lmx.model.attention): "auto" = dot_product (cuDNN flash attention)
+    # on GPU, chunked on TPU, reference on CPU; "chunked" holds O(L * attention_block) memory.
+    attention: Literal["auto", "reference", "dot_product", "chunked"] = "auto"
+    attention_block: int = 512  # keys per block of the chunked implementation
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -89,6 +96,7 @@ class ModelConfig:
             "rope_original_max_len",
             "norm_eps",
             "init_std",
+            "attention_block",
         )
         if self.head_size < 0:
             fail("model", "head_size", self.head_size, "must be positive, or 0 for d_model // n_heads")

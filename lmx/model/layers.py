@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lmx.config import ModelConfig
+from lmx.model.attention import attend, attention_mask, reference_attention, resolve_attention
 from lmx.model.matmul import dense_dot_general, dense_matmul
 from lmx.parallel.rules import constrain
 
@@ -97,55 +98,6 @@ def rope(x_BxLxNxE: Array, positions_BxL: Array, inv_freq: Array) -> Array:
     return out.astype(x_BxLxNxE.dtype)
 
 
-def attention_mask(q_segments_BxL: Array, kv_segments_BxS: Array, q_pos_BxL: Array, kv_pos_BxS: Array) -> Array:
-    """True where query l may attend key s: same segment (0 = padding, never attended) and causal.
-
-    Causality is by index, so a token attends only to earlier tokens of its own document, whatever
-    the positions say; `q_pos`/`kv_pos` are indices into the stream (used by decoding with a cache).
-    """
-    same_BxLxS = q_segments_BxL[:, :, None] == kv_segments_BxS[:, None, :]
-    real_BxS = kv_segments_BxS[:, None, :] != 0
-    causal_BxLxS = q_pos_BxL[:, :, None] >= kv_pos_BxS[:, None, :]
-    return same_BxLxS & real_BxS & causal_BxLxS
-
-
-def dot_product_attention(
-    q_BxLxHxE: Array,
-    k_BxSxKxE: Array | tuple[Array, ...],
-    v_BxSxKxE: Array | tuple[Array, ...],
-    mask_BxLxS: Array | tuple[Array, ...],
-    kv_heads_first: bool = False,
-) -> Array:
-    """Grouped-query attention with a float32 softmax. Rows with no visible key output zeros.
-
-    Keys, values and masks may come as tuples of blocks along S (a cache and the new tokens): the
-    softmax runs over all blocks together, without concatenating the keys and values. With
-    `kv_heads_first`, keys and values are laid out ``[B, K, S, E]`` (the cache's layout).
-    """
-    ks, vs, masks = (x if isinstance(x, tuple) else (x,) for x in (k_BxSxKxE, v_BxSxKxE, mask_BxLxS))
-    kv = "bkse" if kv_heads_first else "bske"
-    b, length, h, e = q_BxLxHxE.shape
-    k = ks[0].shape[1 if kv_heads_first else 2]
-    q_BxLxKxGxE = q_BxLxHxE.reshape(b, length, k, h // k, e)
-    logits, block_masks = [], []
-    for k_block, mask_block in zip(ks, masks, strict=True):
-        logits_BxKxGxLxS = jnp.einsum(f"blkge,{kv}->bkgls", q_BxLxKxGxE, k_block).astype(jnp.float32) * (e**-0.5)
-        logits.append(logits_BxKxGxLxS)
-        block_masks.append(mask_block[:, None, None])
-    logits_BxKxGxLxS = jnp.concatenate(logits, axis=-1)
-    mask_Bx1x1xLxS = jnp.concatenate(block_masks, axis=-1)
-    logits_BxKxGxLxS = jnp.where(mask_Bx1x1xLxS, logits_BxKxGxLxS, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits_BxKxGxLxS, axis=-1)
-    probs = jnp.where(mask_Bx1x1xLxS, probs, 0.0).astype(vs[0].dtype)
-    out_BxLxKxGxE = 0
-    start = 0
-    for v_block in vs:
-        size = v_block.shape[2 if kv_heads_first else 1]
-        out_BxLxKxGxE = out_BxLxKxGxE + jnp.einsum(f"bkgls,{kv}->blkge", probs[..., start : start + size], v_block)
-        start += size
-    return out_BxLxKxGxE.reshape(b, length, h, e)
-
-
 @flax.struct.dataclass
 class KVCache:
     """Keys and values of every layer for decoding, in slots along a fixed length S.
@@ -219,28 +171,38 @@ class Attention(nn.Module):
         k_BxLxKxE = rope(k_BxLxKxE, positions_BxL, inv_freq)
 
         length = x_BxLxD.shape[1]
+        impl = resolve_attention(cfg.attention, jax.default_backend(), decoding=cache is not None)
+        index_BxL = jnp.broadcast_to(jnp.arange(length), segment_ids_BxL.shape)
         if cache is None:
-            index_BxL = jnp.broadcast_to(jnp.arange(length), segment_ids_BxL.shape)
-            mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
-            out_BxLxHxE = dot_product_attention(q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, mask_BxLxL)
+            args = (segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL, cfg.attention_block)
+            out_BxLxHxE = attend(impl, q_BxLxHxE, k_BxLxKxE, v_BxLxKxE, *args)
             new_kv = None
         else:
             # The cache is only read here; the stack writes the new keys and values into it
             # (in place, as the cache buffers are donated).
             k_BxKxSxE, v_BxKxSxE, kv_segments_BxS, index = cache
-            q_slots_BxL = jnp.broadcast_to(index + jnp.arange(length), segment_ids_BxL.shape)
+            q_slots_BxL = index + index_BxL
             kv_slots_BxS = jnp.broadcast_to(jnp.arange(kv_segments_BxS.shape[1]), kv_segments_BxS.shape)
-            mask_BxLxS = attention_mask(segment_ids_BxL, kv_segments_BxS, q_slots_BxL, kv_slots_BxS)
-            index_BxL = jnp.broadcast_to(jnp.arange(length), segment_ids_BxL.shape)
-            mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
             new_kv = tuple(x.swapaxes(1, 2).astype(k_BxKxSxE.dtype) for x in (k_BxLxKxE, v_BxLxKxE))
-            out_BxLxHxE = dot_product_attention(
-                q_BxLxHxE,
-                (k_BxKxSxE, new_kv[0]),
-                (v_BxKxSxE, new_kv[1]),
-                (mask_BxLxS, mask_BxLxL),
-                kv_heads_first=True,
-            )
+            if impl == "reference":  # reads the cache where it lies: no concatenation
+                mask_BxLxS = attention_mask(segment_ids_BxL, kv_segments_BxS, q_slots_BxL, kv_slots_BxS)
+                mask_BxLxL = attention_mask(segment_ids_BxL, segment_ids_BxL, index_BxL, index_BxL)
+                out_BxLxHxE = reference_attention(
+                    q_BxLxHxE,
+                    (k_BxKxSxE, new_kv[0]),
+                    (v_BxKxSxE, new_kv[1]),
+                    (mask_BxLxS, mask_BxLxL),
+                    kv_heads_first=True,
+                )
+            else:  # the cache's slots, then the new tokens at slots [index, index + L)
+                k_all, v_all = (
+                    jnp.concatenate([buf.swapaxes(1, 2), new.astype(buf.dtype)], axis=1)
+                    for buf, new in ((k_BxKxSxE, k_BxLxKxE), (v_BxKxSxE, v_BxLxKxE))
+                )
+                segments = jnp.concatenate([kv_segments_BxS, segment_ids_BxL], axis=1)
+                slots = jnp.concatenate([kv_slots_BxS, q_slots_BxL], axis=1)
+                args = (segment_ids_BxL, segments, q_slots_BxL, slots, cfg.attention_block)
+                out_BxLxHxE = attend(impl, q_BxLxHxE, k_all, v_all, *args)
 
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: scale residual writes by depth
         out_BxLxD = nn.DenseGeneral(

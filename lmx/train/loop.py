@@ -25,8 +25,8 @@ from jax.experimental import multihost_utils
 
 from lmx.checkpoint import Checkpoints
 from lmx.checkpoint.init_from import load_init_params, zero_new_heads
-from lmx.config import Config, diff_keys, flatten_keys
-from lmx.errors import CheckpointError, ConfigError, NonFiniteError
+from lmx.config import Config
+from lmx.errors import ConfigError, NonFiniteError
 from lmx.model.flops import flops_per_token_detailed, model_flops_utilization, param_counts
 from lmx.objectives.base import LossFn
 from lmx.objectives.registry import objective_of
@@ -34,7 +34,8 @@ from lmx.parallel.hardware import peak_flops
 from lmx.parallel.mapping import eval_batch_size, step_batch_sharding
 from lmx.train.lock import RunLock
 from lmx.train.metrics import Row, eval_row, make_sinks, truncate_jsonl, write_row
-from lmx.train.run_dir import RunDirectory
+from lmx.train.profile import ProfiledSteps
+from lmx.train.run_dir import RunDirectory, check_same_model
 from lmx.train.setup import TrainSetup, setup_training
 from lmx.train.signals import StopRequest
 from lmx.train.state import TrainState
@@ -56,16 +57,18 @@ def train(
     devices: Sequence[jax.Device] | None = None,
     make_loss: Callable[[TrainSetup], LossFn] | None = None,
     extend: bool = False,
+    profile: tuple[int, int] | None = None,
 ) -> RunResult:
     """Trains `cfg` in `run_dir`, resuming from its latest checkpoint if there is one.
 
     `make_loss` builds a custom loss from the setup (its model); the default is the loss of the
-    config's objective (`lmx.objectives`). Returns when the run completes or a SIGTERM/SIGINT stopped it (after saving).
+    config's objective (`lmx.objectives`). `profile` = (START, STOP) traces those steps
+    (`lmx.train.profile`). Returns when the run completes or a SIGTERM/SIGINT stopped it (after saving).
     Raises NonFiniteError under ``train.nonfinite=stop`` and ConfigError/DataError/
     CheckpointError for bad input, and ConfigError when `run_dir` holds a finished run (or an
     interrupted one that cannot resume exactly) of another config, unless `extend` (`RunDirectory`).
     """
-    return Trainer(cfg, run_dir, devices=devices, make_loss=make_loss, extend=extend).run()
+    return Trainer(cfg, run_dir, devices=devices, make_loss=make_loss, extend=extend, profile=profile).run()
 
 
 class Trainer:
@@ -79,8 +82,9 @@ class Trainer:
         devices: Sequence[jax.Device] | None = None,
         make_loss: Callable[[TrainSetup], LossFn] | None = None,
         extend: bool = False,
+        profile: tuple[int, int] | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg, self.profile = cfg, profile
         self.run_dir = Path(run_dir)
         self.files = RunDirectory(self.run_dir)
         self.is_lead = jax.process_index() == 0
@@ -176,16 +180,7 @@ class Trainer:
         return state, float(meta.get("train_time_s", 0.0))
 
     def _check_meta(self, step_dir: Path, meta: dict[str, Any]) -> None:
-        """A checkpoint of another model (or sequence length) is not this run's to resume."""
-        saved = flatten_keys({"model": meta.get("config", {}).get("model", {})})
-        now = flatten_keys({"model": self.cfg.to_dict()["model"]})
-        changed = diff_keys(saved, now)
-        if saved and changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-            raise CheckpointError(
-                f"{step_dir} was saved by a different model ({details}); "
-                "train it in a new --run-dir, or restore the saved model settings"
-            )
+        check_same_model(step_dir, meta, self.cfg)
 
     def _compile(self, state: TrainState) -> tuple[Callable, float]:
         """Compiles the step once, before the loop (so no step is timed with its compilation)."""
@@ -239,6 +234,8 @@ class Trainer:
         self._begin(step)
 
         step_fn, compile_s = self._compile(state)
+        if self.profile:
+            step_fn = ProfiledSteps(step_fn, self.profile, self.run_dir / "profile", step)
         frozen = self._frozen_args()
         progress, sinks = make_sinks(cfg, self.run_dir, step) if self.is_lead else (None, [])
         log = progress.message if progress else self.say
@@ -299,6 +296,8 @@ class Trainer:
                     write_row(sinks, progress, step, summary["final_eval"])
                 return RunResult(status, step, summary)
         finally:
+            if isinstance(step_fn, ProfiledSteps):
+                step_fn.close(state)
             self.checkpoints.close()
             if progress:
                 progress.close()

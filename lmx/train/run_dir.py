@@ -21,8 +21,8 @@ from typing import Any
 
 from lmx import atomic
 from lmx.checkpoint import saved_steps
-from lmx.config import Config, diff_keys, flatten_keys, load_config
-from lmx.errors import ConfigError
+from lmx.config import Config, ModelConfig, diff_keys, flatten_keys, load_config
+from lmx.errors import CheckpointError, ConfigError
 
 # Keys a resumed run honours exactly: logging, checkpoint cadence, evaluation cadence and batch (its
 # sums do not depend on it), the run's name and sweep coordinates, the loader's threads, and the mesh
@@ -43,6 +43,22 @@ RESUMABLE_KEYS = (
     "data.loader_threads",
     "sweep.",
 )
+
+
+def check_same_model(step_dir: Path, meta: dict[str, Any], cfg: Config) -> None:
+    """A checkpoint of another model (or sequence length) is not this run's to resume. Settings of
+    how the model computes (`ModelConfig.COMPUTE_ONLY`: dtype, attention, remat) may change, and a
+    key the checkpoint's config lacks is a field added since, at its default."""
+    saved = flatten_keys({"model": meta.get("config", {}).get("model", {})})
+    now = flatten_keys({"model": cfg.to_dict()["model"]})
+    compute_only = {f"model.{k}" for k in ModelConfig.COMPUTE_ONLY}
+    changed = [k for k in diff_keys(saved, now) if k in saved and k not in compute_only]
+    if saved and changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise CheckpointError(
+            f"{step_dir} was saved by a different model ({details}); "
+            "train it in a new --run-dir, or restore the saved model settings"
+        )
 
 
 def resumable(key: str) -> bool:
