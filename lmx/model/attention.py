@@ -9,9 +9,10 @@ not a mask, so that a kernel can build its own block masks.
 - ``chunked``: `lmx.model.chunked_attention`, an online softmax over key blocks with a hand-written
   backward: O(L * block) memory, forward and backward, on every backend, with packing.
 - ``auto``: resolved once per trace by `resolve_attention`: dot_product on GPU, chunked on TPU,
-  reference on CPU (unchanged from before; BENCHMARKS.md measures the others faster on CPU at
-  long lengths, and dot_product slightly faster at configs/tiny.py's, but switching the default
-  there shifts every CPU figure and is left for a measured change of its own); decoding with a KV
+  reference on CPU (unchanged from before: at configs/tiny.py's 128 tokens two benchmark runs
+  ranked the three differently, within noise; past 2,048 tokens the others are faster, see
+  BENCHMARKS.md, but switching the CPU default shifts every CPU figure and is left for a measured
+  change of its own); decoding with a KV
   cache uses the reference on every backend (one query per step is already O(S) memory, and the
   reference reads the cache in place without concatenating).
 
