@@ -2,7 +2,7 @@
 
 lmx data icl-task data/icl
 lmx train configs/icl_tiny.py
-lmx eval runs/icl_tiny --task data/icl/task.jsonl --shots 0 1 2 4 8
+lmx eval runs/icl_tiny --task data/icl/task.jsonl --shots 0 2 8
 """
 
 from lmx.config import (
