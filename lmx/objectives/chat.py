@@ -32,6 +32,7 @@ from lmx.parallel.mapping import (
     sharded_sums,
     step_batch_sharding,
 )
+from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 
 
@@ -100,7 +101,7 @@ def make_objective_eval_step(loss_fn: LossFn, mesh: Mesh, rules: Rules) -> Calla
             return mapped(params, batch, frozen)
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, in_shardings=(None, step_batch_sharding(mesh), None), out_shardings=replicated)
+    return partitioned(jax.jit(step, in_shardings=(None, step_batch_sharding(mesh), None), out_shardings=replicated))
 
 
 def objective_sums(
