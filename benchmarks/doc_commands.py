@@ -188,8 +188,9 @@ class CommandFailedError(AssertionError):
 def run_sequence(
     commands: list[Command], directory: Path, budget: Budget = Budget(), timeout: float = 600
 ) -> list[Ran]:
-    """Runs `commands` in order in `directory`; the first that fails raises CommandFailedError naming
-    where the document gives it, what ran, its exit status and the end of its output."""
+    """Runs `commands` in order in `directory`; the first that fails (or makes XLA fall back from
+    its Shardy partitioner to GSPMD) raises CommandFailedError naming where the document gives it,
+    what ran, its exit status and the end of its output."""
     used: set[str] = set()
     ran = []
     env = environment()
@@ -214,5 +215,8 @@ def run_sequence(
                 f"{command.where}: `{command.text}` failed (exit {proc.returncode}); ran `{run}` in "
                 f"{directory}:\n{tail}"
             )
+        if "GSPMD" in proc.stderr:  # XLA fell back from Shardy: a sharding lmx emits is not Shardy's
+            line = next(x for x in proc.stderr.splitlines() if "GSPMD" in x)
+            raise CommandFailedError(f"{command.where}: `{command.text}` printed XLA's GSPMD fallback: {line}")
         ran.append(Ran(command, run, time.perf_counter() - start, output))
     return ran

@@ -149,6 +149,8 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_on_one(config
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    # Every step compiles under Shardy: no fallback to GSPMD (XLA warns on stderr when it falls back).
+    assert not any("GSPMD" in err for _, err in outs), outs
     saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
     stopped = saved[-1]
     assert 2 <= stopped < 10 and not (run_dir / "summary.json").exists()

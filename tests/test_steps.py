@@ -10,7 +10,6 @@ from conftest import tiny_config
 from lmx.config import Config
 from lmx.errors import ConfigError
 from lmx.objectives.losses import cross_entropy_sums
-from lmx.parallel.partitioner import gspmd_partitioner
 from lmx.train.optim import make_schedule, weight_decay_mask
 from lmx.train.setup import default_loss, setup_training, synthetic_batch
 from lmx.train.steps import sharded_gradients
@@ -89,7 +88,7 @@ def test_gradients_on_a_mesh_equal_one_device_gradients(cpu_devices):
         cfg = mesh_config(tiny_config(), shape)
         setup = setup_training(cfg, devices)
         fn = jax.jit(sharded_gradients(default_loss(setup), setup.mesh, cfg.mesh.rules))
-        with jax.set_mesh(setup.mesh), gspmd_partitioner():
+        with jax.set_mesh(setup.mesh):
             grads[shape] = fn(setup.state.params, batches(cfg, 1)[0])
     for shape in [(2, 2, 2), (8, 1, 1)]:  # (gradient sums, loss sum, stats sums): compare relatively
         assert_trees_close(grads[shape], grads[(1, 1, 1)], atol=1e-4, rtol=1e-5)

@@ -30,7 +30,6 @@ from lmx.decode.sampling import GREEDY, Sampling, sample
 from lmx.errors import DataError
 from lmx.model import Transformer, unstack_layers
 from lmx.model.layers import KVCache
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for, shardings_from_boxed
 
 Array = jax.Array
@@ -143,8 +142,8 @@ class Generator:
             lambda: KVCache.zeros(model.cfg, batch_size, self.max_len), out_shardings=cache_shardings
         )
         out = (rows, cache_shardings)
-        self._prefill = partitioned(jax.jit(self._prefill_fn, out_shardings=out, donate_argnames="cache"))
-        self._step = partitioned(jax.jit(self._step_fn, out_shardings=out, donate_argnames="cache"))
+        self._prefill = jax.jit(self._prefill_fn, out_shardings=out, donate_argnames="cache")
+        self._step = jax.jit(self._step_fn, out_shardings=out, donate_argnames="cache")
 
     def load(self, params: Any) -> None:
         """Decodes with `params` from now on (the trained model's layout; online RL's new policy)."""

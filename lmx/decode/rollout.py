@@ -20,7 +20,6 @@ import numpy as np
 from lmx.decode.generate import Generator, check_prompts, left_pad, prefill_width
 from lmx.decode.sampling import Sampling, sample
 from lmx.model import Transformer
-from lmx.parallel.partitioner import partitioned
 
 Array = jax.Array
 
@@ -99,7 +98,7 @@ class RolloutGenerator(Generator):
 
     def _compiled(self, max_new: int):
         if max_new not in self._rollouts:
-            self._rollouts[max_new] = partitioned(jax.jit(lambda *args: self._rollout_fn(*args, max_new=max_new)))
+            self._rollouts[max_new] = jax.jit(lambda *args: self._rollout_fn(*args, max_new=max_new))
         return self._rollouts[max_new]
 
     def rollout(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling) -> Rollouts:

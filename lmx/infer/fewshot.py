@@ -28,7 +28,6 @@ from lmx.data.tokenizer import Tokenizer
 from lmx.errors import DataError
 from lmx.model import Transformer
 from lmx.objectives.losses import target_logits
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules, mesh_axes_for
 
 Array = jax.Array
@@ -98,7 +97,7 @@ class ChoiceScorer:
         self.batch_size, self.seq_len = batch_size, seq_len
         self._rows = NamedSharding(mesh, mesh_axes_for(("batch", "length"), (batch_size, seq_len), mesh, rules))
         out = NamedSharding(mesh, mesh_axes_for(("batch",), (batch_size,), mesh, rules))
-        self._score = partitioned(jax.jit(self._score_fn, out_shardings=out))
+        self._score = jax.jit(self._score_fn, out_shardings=out)
 
     def _score_fn(self, params: Any, inputs: Array, targets: Array, mask: Array) -> Array:
         with activation_rules(self.rules), jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):

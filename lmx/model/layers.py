@@ -37,11 +37,13 @@ class Embedding(nn.Module):
         self.embedding = self.param("embedding", init, (self.vocab_size, self.features), self.param_dtype)
 
     def __call__(self, tokens_BxL: Array) -> Array:
-        # Gather the embed dimension first (FSDP's all-gather, made explicit): XLA's Shardy
-        # partitioner aborts on a gather from a table split along the gathered rows' feature axis
-        # inside a partially manual shard_map (jax 0.10.2; see docs/ARCHITECTURE.md).
-        table_VxD = constrain(self.embedding, ("vocab", None))
-        return jnp.take(table_VxD, tokens_BxL, axis=0).astype(self.dtype)
+        # The whole table on every device for the lookup, gathered in the compute dtype (FSDP's
+        # all-gather, made explicit). Inside the step's partially manual shard_map, XLA's Shardy
+        # partitioner aborts the process on a lookup from a table split along its features, and on
+        # the gradient (a scatter-add) of one split along the vocabulary (jax 0.10.2;
+        # docs/ARCHITECTURE.md).
+        table_VxD = constrain(self.embedding.astype(self.dtype), (None, None))
+        return jnp.take(table_VxD, tokens_BxL, axis=0)
 
     def attend(self, x_BxLxD: Array) -> Array:
         return dense_matmul(x_BxLxD, self.embedding.astype(self.dtype).T)

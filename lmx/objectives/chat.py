@@ -32,7 +32,6 @@ from lmx.parallel.mapping import (
     sharded_sums,
     step_batch_sharding,
 )
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 
 
@@ -101,7 +100,7 @@ def make_objective_eval_step(loss_fn: LossFn, mesh: Mesh, rules: Rules) -> Calla
             return mapped(params, batch, frozen)
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return partitioned(jax.jit(step, in_shardings=(None, step_batch_sharding(mesh), None), out_shardings=replicated))
+    return jax.jit(step, in_shardings=(None, step_batch_sharding(mesh), None), out_shardings=replicated)
 
 
 def objective_sums(

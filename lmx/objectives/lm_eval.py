@@ -28,7 +28,6 @@ from lmx.data.pretrain import TokenWindows
 from lmx.errors import DataError
 from lmx.objectives.losses import cross_entropy_sums
 from lmx.parallel.mapping import Batch, eval_batch_size, process_rows, sharded_sums, step_batch_sharding
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 
 Array = jax.Array
@@ -86,7 +85,7 @@ def make_eval_step(
             return mapped(params, batch)
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return partitioned(jax.jit(step, in_shardings=(None, step_batch_sharding(mesh)), out_shardings=replicated))
+    return jax.jit(step, in_shardings=(None, step_batch_sharding(mesh)), out_shardings=replicated)
 
 
 def evaluate(

@@ -26,7 +26,6 @@ from lmx.data.eval_batches import eval_batches
 from lmx.data.preference import PreferencePair, pair_record
 from lmx.objectives.pairs import pair_logps
 from lmx.parallel.mapping import process_rows, step_batch_sharding
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules, activation_rules
 
 
@@ -52,7 +51,7 @@ def make_logps_fn(model: nn.Module, mesh: Mesh, rules: Rules) -> Callable[[Any, 
         return jax.numpy.stack([chosen, rejected], axis=1)
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return partitioned(jax.jit(fn, in_shardings=(None, step_batch_sharding(mesh)), out_shardings=replicated))
+    return jax.jit(fn, in_shardings=(None, step_batch_sharding(mesh)), out_shardings=replicated)
 
 
 def compute_reference_logps(

@@ -24,7 +24,6 @@ from lmx.data.tokenizer import find_tokenizer, load_tokenizer
 from lmx.errors import ConfigError
 from lmx.model.reward import RewardModel
 from lmx.parallel import make_mesh
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import abstract_params, activation_rules
 
 ROWS = 32  # sequences scored per call
@@ -56,7 +55,7 @@ class RewardModelScore:
             with activation_rules(rules), jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
                 return model.apply({"params": params}, tokens, segment_ids, positions)
 
-        self._score = partitioned(jax.jit(score))
+        self._score = jax.jit(score)
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], metadata: Sequence[Mapping[str, Any]]

@@ -17,7 +17,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lmx.objectives.base import LossFn, Prepare, check_loss_output
 from lmx.parallel.mapping import Batch, means_from_sums, sharded_sums, step_batch_sharding
-from lmx.parallel.partitioner import partitioned
 from lmx.parallel.rules import Rules
 from lmx.train.state import TrainState
 
@@ -153,10 +152,9 @@ def make_train_step(
     in_shardings = (state_shardings, step_batch_sharding(mesh))
     if frozen_shardings is not None:
         in_shardings += (frozen_shardings,)
-    jitted = jax.jit(
+    return jax.jit(
         step,
         in_shardings=in_shardings,
         out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
         donate_argnums=(0,),
     )
-    return partitioned(jitted)
