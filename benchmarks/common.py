@@ -27,8 +27,9 @@ import jax
 from lmx.hostmem import retain_freed_memory
 from lmx.parallel.hardware import describe_machine, time_matmul_flops
 
-# As in the `lmx` command: XLA's freed host memory is reused, not faulted in again every step.
-HOST_MEMORY_RETAINED = retain_freed_memory()
+# Step times are measured with XLA's freed host memory reused, not faulted in again every step (lmx.hostmem;
+# opt-in for the `lmx` command, LMX_RETAIN_HOST_MEMORY=1).
+HOST_MEMORY_RETAINED = retain_freed_memory(default=True)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -315,6 +315,25 @@ def attention() -> str:
     return table(header, rows) + "\n" + note + provenance(r, "benchmarks/results/attention.json")
 
 
+def memory_plan() -> str:
+    r = load("memory_plan")
+    rows = [
+        [
+            run["config"],
+            "(" + ", ".join(str(s) for s in run["mesh"]) + ")",
+            run["remat"],
+            f"{run['estimate_bytes'] / 2**20:,.1f} MiB",
+            f"{run['measured_bytes'] / 2**20:,.1f} MiB",
+            f"{run['ratio']:.2f}",
+        ]
+        for run in r["runs"]
+    ]
+    header = ["config", "mesh (data, fsdp, tensor)", "remat", "estimate (lmx plan)", "memory_analysis", "ratio"]
+    within = f"{r['within_tolerance']} of {len(r['runs'])} within {r['tolerance']:.0%}"
+    note = f"{within}; largest error {r['max_error']:.1%}.\n"
+    return table(header, rows) + "\n" + note + provenance(r, "benchmarks/results/memory_plan.json")
+
+
 def bootstrap_fit() -> str:
     r = load("bootstrap_fit")
     by = r["bootstrap_s_by_workers"]
@@ -431,6 +450,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "preference-step": preference_step,
     "rl-step": rl_step,
     "attention": attention,
+    "memory-plan": memory_plan,
     "multiprocess": multiprocess,
     "bootstrap-fit": bootstrap_fit,
     "isoflop-runs": isoflop_runs,

@@ -41,6 +41,7 @@ KEYS = {
         "loader_tokens_per_s",
     },
     "generate": {"config", "prompt_tokens", "cache_length", "runs"},
+    "memory_plan": {"config", "tolerance", "runs", "within_tolerance", "max_error"},
     "multiprocess": {"config", "overrides", "runs", "step_slowdown"},
     "preference_step": {"config", "params", "tokens_per_step", "seq_len", "runs"},
     "train_loop": {
@@ -60,6 +61,7 @@ KEYS = {
 }
 RUN_KEYS = {
     "attention": {"attention", "length", "temp_bytes", "step_s"},
+    "memory_plan": {"config", "mesh", "remat", "estimate_bytes", "measured_bytes", "ratio", "memory_analysis"},
     "generate": {
         "batch",
         "new_tokens",

@@ -55,11 +55,14 @@ def test_isoflop_study_refits_its_committed_points_to_the_published_exponents(tm
     ran = run_sequence(markdown_commands(ISOFLOP_README), directory, ISOFLOP_BUDGET)
     refit = json.loads((directory / "refit" / "fit.json").read_text())
     published = json.loads((ISOFLOP / "fit" / "fit.json").read_text())
+    # rel 1e-7, not exact: the approach-3 optimum moves in its ninth digit with the process's history
+    # (0.53291967373 alone, 0.53291967241 after approach 2's fit, scipy 1.17.1 / numpy 2.4.6,
+    # 2026-12-03), far below what the fit can tell apart.
     for approach in ("2", "3"):
         for key in ("a", "b"):
-            assert refit[approach][key] == pytest.approx(published[approach][key], rel=1e-9), (approach, key)
+            assert refit[approach][key] == pytest.approx(published[approach][key], rel=1e-7), (approach, key)
         for key, interval in published[approach]["intervals"].items():
-            assert refit[approach]["intervals"][key] == pytest.approx(interval, rel=1e-9), (approach, key)
+            assert refit[approach]["intervals"][key] == pytest.approx(interval, rel=1e-7), (approach, key)
     for name in ("isoflop.png", "optimal.png", "approach3.png"):
         assert (directory / "refit" / name).stat().st_size > 10_000, name
     refit_seconds = [r.seconds for r in ran if r.run and "points.csv" in r.run and "--save-points" not in r.run]

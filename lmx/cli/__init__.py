@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lmx.cli import data, evaluate, generate, hf, launch, scaling, train
+from lmx.cli import data, evaluate, generate, hf, launch, plan, scaling, train
 from lmx.errors import LmxError
 
 if TYPE_CHECKING:  # imported when a command joins a run: it starts JAX
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported when a command joins a run: it starts JAX
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, launch, evaluate, generate, hf, scaling, data):  # the order of `lmx --help`
+    for group in (train, launch, evaluate, generate, hf, scaling, plan, data):  # the order of `lmx --help`
         group.add_commands(sub)
     return parser
 
@@ -92,8 +92,8 @@ def quiet_library_logs() -> None:
 
 
 def run() -> int:
-    """The console script: `main` in a process whose host allocator keeps the memory XLA frees
-    (`lmx.hostmem`; in-process callers such as tests call `main` and leave malloc as it is)."""
+    """The console script: `main`, with the host allocator keeping the memory XLA frees when
+    ``LMX_RETAIN_HOST_MEMORY=1`` asks for it (`lmx.hostmem`)."""
     from lmx.hostmem import retain_freed_memory
 
     retain_freed_memory()

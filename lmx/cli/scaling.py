@@ -45,10 +45,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                     print(f"measuring {cfg.model.n_layers} layers x d_model {cfg.model.d_model} ...", flush=True)
                     rates[key] = measure_flops_per_s(cfg, sweep.flops)
                 source = "timed steps of each model shape" + (" and finished runs" if source else "")
+        import jax
+
+        devices, backend = jax.device_count(), jax.default_backend()
         print(f"sweep {sweep.name}: {len(runs)} runs in {sweep_dir}, FLOPs by {sweep.flops!r}")
-        print(format_plan(sweep, plan(sweep, runs, rates)))
+        print(format_plan(sweep, plan(sweep, runs, rates, devices, backend)))
         if source:
             print(f"estimated times from the FLOP/s of {source}")
+        print(f"memory/device: lmx plan's estimate on this machine's {devices} {backend} device(s)")
         return 0
     if args.launcher == "local" and (args.nodes > 1 or args.tasks_per_node > 1):
         raise ConfigError("--nodes and --tasks-per-node apply to --launcher slurm (multi-process runs under srun)")

@@ -198,8 +198,8 @@ class Attention(nn.Module):
                 )
             else:  # the cache's slots, then the new tokens at slots [index, index + L)
                 k_all, v_all = (
-                    jnp.concatenate([buf.swapaxes(1, 2), new.astype(buf.dtype)], axis=1)
-                    for buf, new in ((k_BxKxSxE, k_BxLxKxE), (v_BxKxSxE, v_BxLxKxE))
+                    jnp.concatenate([buf, new], axis=2).swapaxes(1, 2)
+                    for buf, new in zip((k_BxKxSxE, v_BxKxSxE), new_kv, strict=True)
                 )
                 segments = jnp.concatenate([kv_segments_BxS, segment_ids_BxL], axis=1)
                 slots = jnp.concatenate([kv_slots_BxS, q_slots_BxL], axis=1)

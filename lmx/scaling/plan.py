@@ -29,6 +29,7 @@ class PlanRow:
     flops: float
     steps: int
     seconds: float | None  # estimated; None when no throughput is known
+    memory: int | None = None  # bytes per device (lmx.scaling.memory); None when not estimated
 
     @property
     def tokens_per_param(self) -> float:
@@ -96,11 +97,25 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def plan(sweep: Sweep, runs: Sequence[SweepRun], flops_per_s: dict[str, float] | float | None = None) -> list[PlanRow]:
-    """One row per run. `flops_per_s`: one rate for all runs, or rates by `shape_key`."""
+def plan(
+    sweep: Sweep,
+    runs: Sequence[SweepRun],
+    flops_per_s: dict[str, float] | float | None = None,
+    devices: int | None = None,
+    platform: str = "cpu",
+) -> list[PlanRow]:
+    """One row per run. `flops_per_s`: one rate for all runs, or rates by `shape_key`. Memory per
+    device is estimated for `devices` (filling a mesh's -1) on `platform`; with no `devices`, only
+    for runs whose mesh names every size."""
+    from lmx.scaling.memory import estimate_memory
+
     rows = []
     for run in runs:
         cfg = run.config
+        try:
+            memory: int | None = estimate_memory(cfg, devices, platform).total
+        except ConfigError:  # a mesh or batch that does not fit: the run itself will say why
+            memory = None
         tokens = tokens_per_step(cfg) * cfg.train.steps
         flops = flops_per_token(cfg.model, cfg.data.seq_len, sweep.flops) * tokens
         rate = flops_per_s.get(shape_key(cfg)) if isinstance(flops_per_s, dict) else flops_per_s
@@ -112,6 +127,7 @@ def plan(sweep: Sweep, runs: Sequence[SweepRun], flops_per_s: dict[str, float] |
                 flops=flops,
                 steps=cfg.train.steps,
                 seconds=flops / rate if rate else None,
+                memory=memory,
             )
         )
     return rows
@@ -119,6 +135,8 @@ def plan(sweep: Sweep, runs: Sequence[SweepRun], flops_per_s: dict[str, float] |
 
 def format_plan(sweep: Sweep, rows: Sequence[PlanRow]) -> str:
     """The plan as an aligned text table with a total line."""
+    from lmx.scaling.memory import format_bytes
+
     header = (
         "run",
         f"params ({sweep.flops})",
@@ -127,6 +145,7 @@ def format_plan(sweep: Sweep, rows: Sequence[PlanRow]) -> str:
         f"FLOPs ({sweep.flops})",
         "steps",
         "est. time",
+        "memory/device",
     )
     table = [header]
     for r in rows:
@@ -139,6 +158,7 @@ def format_plan(sweep: Sweep, rows: Sequence[PlanRow]) -> str:
                 f"{r.flops:.3g}",
                 f"{r.steps:,}",
                 _duration(r.seconds),
+                "-" if r.memory is None else format_bytes(r.memory),
             )
         )
     known = [r.seconds for r in rows if r.seconds is not None]
@@ -152,6 +172,7 @@ def format_plan(sweep: Sweep, rows: Sequence[PlanRow]) -> str:
             f"{sum(r.flops for r in rows):.3g}",
             f"{sum(r.steps for r in rows):,}",
             total,
+            "",
         )
     )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
