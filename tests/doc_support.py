@@ -117,6 +117,7 @@ CONFIG_CHAIN = [
     "configs/rlhf_tiny.py",
     "configs/icl_tiny.py",
 ]
+GPU_CONFIGS = ("lm_125m", "lm_350m", "lm_1b3")
 CONFIG_BUDGET = Budget(
     extra=((TRAINING_RUNS, TINY_TRAINING),),
     replace=(
@@ -132,6 +133,14 @@ CONFIG_BUDGET = Budget(
             "16 runs, minutes; tests/test_launch.py and tests/test_fit.py run both on small sweeps",
         ),
         ("lmx sweep configs/sweeps/lr_ladder.py", "9 runs of 600 steps; tests/test_launch.py runs the launcher"),
+        *(
+            (
+                f"lmx train configs/gpu/{name}.py --set data.corpus=text:/path/to/corpus/*.txt",
+                "needs 8 GPUs and a corpus; its `lmx plan` runs, and benchmarks/accelerator.py --smoke "
+                "compiles and runs the GPU configs' step at tiny widths",
+            )
+            for name in GPU_CONFIGS
+        ),
         (f"{ISOFLOP_TINY_SWEEP} --dry-run", "the same command runs in the user guide's scaling section test"),
     ),
 )

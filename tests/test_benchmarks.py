@@ -20,6 +20,7 @@ PROVENANCE = {"date", "commit", "dirty", "machine", "matmul_ceiling_flops_per_s"
 # The top-level keys each benchmark's full run writes (besides "machine"), and for those that
 # report several runs, the keys of each run.
 KEYS = {
+    "accelerator": {"rows_per_device", "runs", "attention_config", "attention"},
     "attention": {"layers", "batch", "block", "runs", "memory_growth", "tiny_step_s"},
     "bootstrap_fit": {
         "points",
@@ -60,6 +61,15 @@ KEYS = {
     "rl_step": {"prompt_tokens", "runs"},
 }
 RUN_KEYS = {
+    "accelerator": {
+        "config",
+        "step_s",
+        "mfu",
+        "device_peak_bytes",
+        "xla_bytes",
+        "planned_bytes",
+        "decode_tokens_per_s",
+    },
     "attention": {"attention", "length", "temp_bytes", "step_s"},
     "memory_plan": {"config", "mesh", "remat", "estimate_bytes", "measured_bytes", "ratio", "memory_analysis"},
     "generate": {

@@ -8,14 +8,26 @@ from doc_commands import (
     docstring_commands,
     run_sequence,
 )
-from doc_support import CONFIG_BUDGET, CONFIG_CHAIN, GUIDE_BUDGET, POST_TRAINING, fresh, guide_section
+from doc_support import (
+    CONFIG_BUDGET,
+    CONFIG_CHAIN,
+    GPU_CONFIGS,
+    GUIDE_BUDGET,
+    POST_TRAINING,
+    fresh,
+    guide_section,
+)
+
+from lmx.config import load_config
+from lmx.model.flops import param_counts
 
 
 def test_every_config_with_commands_is_run():
     with_commands = {
         str(path.relative_to(ROOT)) for path in (ROOT / "configs").rglob("*.py") if docstring_commands(path)
     }
-    assert with_commands == {*CONFIG_CHAIN, "configs/sweeps/isoflop_tiny.py", "configs/sweeps/lr_ladder.py"}
+    gpu = {f"configs/gpu/{name}.py" for name in GPU_CONFIGS}
+    assert with_commands == {*CONFIG_CHAIN, *gpu, "configs/sweeps/isoflop_tiny.py", "configs/sweeps/lr_ladder.py"}
 
 
 def split_chain(guide: list[Command], chain: list[Command]) -> list[Command]:
@@ -84,3 +96,20 @@ def test_sweep_configs_recipes_run_in_order(stdlib_data, tmp_path):
         for command in docstring_commands(ROOT / f"configs/sweeps/{name}.py")
     ]
     run_sequence(commands, directory, CONFIG_BUDGET)
+
+
+def test_gpu_configs_plan_what_their_docstrings_say(tmp_path):
+    """Each GPU config's `lmx plan` runs (its training needs 8 GPUs), and the memory and step time
+    its docstring gives are that plan's; the name's size is the model's."""
+    import re
+
+    for name, size in zip(GPU_CONFIGS, (125e6, 350e6, 1.3e9), strict=True):
+        path = ROOT / f"configs/gpu/{name}.py"
+        ran = run_sequence(docstring_commands(path), fresh(tmp_path / name), CONFIG_BUDGET)
+        (plan,) = [r.output for r in ran if r.run and r.run.startswith("lmx plan")]
+        total = re.search(r"total per device\s+(\S+ \S+)", plan)[1]
+        step = re.search(r"MFU of .* per device: (\S+ \S+); the run's [\d,]+ steps: (.*)", plan)
+        doc = " ".join(path.read_text().split())  # the docstring's lines joined
+        assert f"GPU): {total} per device, {step[1]} per step, {step[2]} for the run." in doc, (name, plan)
+        assert "fits" in plan and "does not fit" not in plan
+        assert 0.85 < param_counts(load_config(path).model).total / size < 1.15, name
