@@ -1,8 +1,9 @@
 """A ~1.3B-parameter model for one node of 8 NVIDIA GPUs: bfloat16, full remat, FSDP over the 8.
 
 Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; not yet measured on a
-GPU): 38.79 GiB per device, 1.39 s per step, 19.3 h for the run. Most of the memory is the
-logits of one micro-batch, which XLA keeps whole on every fsdp device (BENCHMARKS.md, memory planner).
+GPU): 38.79 GiB per device, 1.39 s per step, 19.3 h for the run. Most of the memory is one micro-batch's
+logits, which XLA keeps whole on every fsdp device on CPU meshes, where the planner is checked
+(BENCHMARKS.md, memory planner).
 
 Train on your own text (the built-in corpus is 2 MB, a smoke test at this size):
 
@@ -10,40 +11,24 @@ lmx plan configs/gpu/lm_1b3.py --mfu 0.45
 lmx train configs/gpu/lm_1b3.py --set data.corpus=text:/path/to/corpus/*.txt
 
 About 20 tokens per parameter (26B, Chinchilla's ratio) in batches of 256 x 2,048 tokens; learning
-rate as GPT-3's table gives for this size.
+rate as GPT-3's table gives for this size. Everything else is configs/gpu/lm_125m.py's.
 """
 
-from lmx.config import (
-    CheckpointConfig,
-    Config,
-    DataConfig,
-    EvalConfig,
-    MeshConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-)
+from pathlib import Path
+
+from lmx.config import Config, load_config
 
 
 def get_config() -> Config:
-    return Config(
-        name="lm_1b3",
-        model=ModelConfig(
-            vocab_size=32768,
-            d_model=2048,
-            n_layers=24,
-            n_heads=16,
-            n_kv_heads=16,
-            d_ff=5632,
-            max_seq_len=2048,
-            dtype="bfloat16",
-            remat="full",
-            attention="auto",  # cuDNN flash attention on NVIDIA GPUs (jax.nn.dot_product_attention)
-        ),
-        data=DataConfig(seq_len=2048, tokenizer_train_bytes=100_000_000),
-        mesh=MeshConfig(data=1, fsdp=8, tensor=1),
-        optim=OptimConfig(learning_rate=2e-4, warmup_steps=1000, schedule="cosine", weight_decay=0.1),
-        train=TrainConfig(steps=50_000, batch_size=256, micro_batches=4),
-        eval=EvalConfig(every_steps=1000, batches=16),
-        checkpoint=CheckpointConfig(every_steps=1000),
+    return load_config(Path(__file__).with_name("lm_125m.py")).replace(
+        **{
+            "name": "lm_1b3",
+            "model.d_model": 2048,
+            "model.n_layers": 24,
+            "model.n_heads": 16,
+            "model.n_kv_heads": 16,
+            "model.d_ff": 5632,
+            "optim.learning_rate": 2e-4,
+            "train.steps": 50_000,
+        }
     )
