@@ -7,7 +7,7 @@ decode throughput and peak memory, on whatever backend JAX finds.
 Each config of configs/gpu/ runs with its per-device work unchanged on the devices found: a mesh of
 FSDP over all of them and a batch of 32 rows per device in the config's 4 micro-batches (the 8-GPU
 config's 256 rows over 8). Its step is compiled, warmed up, and timed (median of `--steps`); MFU is
-the step's model FLOPs (`lmx.model.flops`, the definition the loop's MFU uses) over the step time
+the step's model FLOPs (`lmx.model.flops`'s ``executed``, the definition the loop's MFU uses) over the step time
 and the devices' bf16 peak (`lmx.parallel.hardware.peak_flops`: the datasheet's for H100/H200/A100/
 TPU, the measured matmul ceiling on CPU). The smallest config's step is then timed with each
 `model.attention`. Decoding: greedy tokens per second of the KV-cache generator at batch 8.
@@ -83,7 +83,7 @@ def train_step(cfg: Config, steps: int) -> dict:
         state, _ = block(compiled(state, batch))
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
-    flops = flops_per_token(cfg.model, cfg.data.seq_len) * tokens_per_step(cfg)
+    flops = flops_per_token(cfg.model, cfg.data.seq_len, "executed") * tokens_per_step(cfg)
     peak = peak_flops(devices)
     stats = devices[0].memory_stats() or {}
     return {

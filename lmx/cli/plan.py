@@ -52,7 +52,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     verdict = "fits" if est.total <= memory else "does not fit"
     print(f"  {'device memory'.ljust(width)}  {format_bytes(memory):>12}  ({est.total / memory:.1%} used): {verdict}")
     step_s = est.step_seconds(accelerator.peak_flops, args.mfu)
-    print(f"FLOPs per step: {est.flops_per_step:.4g} ({tokens_per_step(cfg):,} tokens, detailed definition)")
+    print(f"FLOPs per step: {est.flops_per_step:.4g} ({tokens_per_step(cfg):,} tokens, executed definition)")
     print(
         f"step time at {args.mfu:.0%} MFU of {accelerator.peak_flops / 1e12:,.0f} TFLOP/s per device: "
         f"{_duration(step_s)}; the run's {cfg.train.steps:,} steps: {_duration(step_s * cfg.train.steps)}"

@@ -149,7 +149,7 @@ def _fit_plots(points, fits, out_dir, source, metric) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    flops = sub.add_parser("flops", help="parameter counts and FLOPs per token of a config (three definitions)")
+    flops = sub.add_parser("flops", help="parameter counts and FLOPs per token of a config (every definition)")
     config_arguments(flops)
     flops.set_defaults(func=_cmd_flops)
 

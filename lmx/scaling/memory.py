@@ -113,7 +113,7 @@ class MemoryEstimate:
     gradients: int
     activations: int
     other: int
-    flops_per_step: float  # model FLOPs of the whole step (all devices), lmx.model.flops "detailed"
+    flops_per_step: float  # model FLOPs of the whole step (all devices), lmx.model.flops "executed" (as MFU)
     attention: str  # the implementation the estimate assumes
 
     @property
@@ -295,7 +295,7 @@ def estimate_memory(cfg: Config, devices: int | None = None, platform: str = "gp
         gradients=param_bytes + accumulated,
         activations=activations,
         other=batch + int(copies),
-        flops_per_step=flops_per_token(cfg.model, cfg.data.seq_len) * tokens_per_step(cfg),
+        flops_per_step=flops_per_token(cfg.model, cfg.data.seq_len, "executed") * tokens_per_step(cfg),
         attention=attention,
     )
 

@@ -25,7 +25,14 @@ from typing import Any
 
 from lmx.config import Config, SweepConfig, call_python_file
 from lmx.errors import ConfigError
-from lmx.model.flops import FLOPS_DEFINITIONS, FlopsDefinition, flops_per_token, param_counts, tokens_per_step
+from lmx.model.flops import (
+    DEFAULT_FLOPS_DEFINITION,
+    FLOPS_DEFINITIONS,
+    FlopsDefinition,
+    flops_per_token,
+    param_counts,
+    tokens_per_step,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -57,14 +64,17 @@ class Sweep:
     """A base config and the points that vary it.
 
     `flops` is the FLOPs definition that budgets, the plan table and the runs' ``params`` coordinate
-    use. `warmup_fraction`, when set, makes each run's warmup that fraction of its own steps (runs of
-    an IsoFLOP profile differ in length by orders of magnitude).
+    use; every run records it as its ``flops_definition`` coordinate. The default, ``executed``, is
+    the matmul FLOPs the step performs, the count MFU uses (`lmx.model.flops` says why; its
+    ``detailed`` overstates small models and is kept only for sweeps recorded with it).
+    `warmup_fraction`, when set, makes each run's warmup that fraction of its own steps (runs of an
+    IsoFLOP profile differ in length by orders of magnitude).
     """
 
     name: str
     base: Config
     points: Sequence[Point]
-    flops: FlopsDefinition = "detailed"
+    flops: FlopsDefinition = DEFAULT_FLOPS_DEFINITION
     warmup_fraction: float | None = None
 
     def __post_init__(self) -> None:
@@ -105,7 +115,7 @@ class Sweep:
                 )
             coords["budget"] = point.budget
         coords.setdefault("params", param_counts(cfg.model).by_definition(self.flops))
-        coords.setdefault("flops_definition", self.flops)
+        coords["flops_definition"] = self.flops  # what budgets and ``params`` used; points.py reads it back
         final = {"train.steps": steps, "name": point.name, "log.wandb.group": self.name}
         if self.warmup_fraction is not None:
             final["optim.warmup_steps"] = round(self.warmup_fraction * steps)

@@ -27,7 +27,7 @@ from lmx.checkpoint import Checkpoints
 from lmx.checkpoint.init_from import load_init_params, zero_new_heads
 from lmx.config import Config
 from lmx.errors import ConfigError, NonFiniteError
-from lmx.model.flops import flops_per_token_detailed, model_flops_utilization, param_counts
+from lmx.model.flops import flops_per_token_executed, model_flops_utilization, param_counts
 from lmx.objectives.base import LossFn
 from lmx.objectives.registry import objective_of
 from lmx.parallel.hardware import peak_flops
@@ -136,9 +136,9 @@ class Trainer:
         self.loss_fn = make_loss(self.setup) if make_loss else None
 
         self.tokens_per_step = self.task.tokens_per_step
-        # Model FLOPs of a training step per processed token; a reference forward in the step adds
-        # a third (forward = 1/3 of forward + backward).
-        self.flops_per_token = flops_per_token_detailed(cfg.model, cfg.data.seq_len) * (4 / 3 if self.frozen else 1)
+        # Matmul FLOPs a training step executes per processed token (lmx.model.flops "executed"); a
+        # reference forward in the step adds a third (forward = 1/3 of forward + backward).
+        self.flops_per_token = flops_per_token_executed(cfg.model, cfg.data.seq_len) * (4 / 3 if self.frozen else 1)
         self.peak_flops = peak_flops(self.mesh.devices.flatten().tolist(), cfg.log.peak_flops)
 
     # ---------------------------------------------------------------------------------------------
