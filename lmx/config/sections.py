@@ -79,6 +79,15 @@ class ModelConfig:
     attention: Literal["auto", "reference", "dot_product", "chunked"] = "auto"
     attention_block: int = 512  # keys per block of the chunked implementation
     init_std: float = 0.02
+    # How initialisation, forward multipliers and per-parameter optimizer settings scale with width
+    # and depth (lmx.model.parametrization). At the base shape "mup" and "completep" equal "sp";
+    # a base of 0 is this model's own value.
+    parametrization: Literal["sp", "mup", "completep"] = "sp"
+    base_d_model: int = 0
+    base_head_dim: int = 0
+    base_n_layers: int = 0
+    zero_readout: bool = False  # mup/completep: a zero-initialised output layer (untied embeddings)
+    depth_alpha: float = 1.0  # completep: residual branches x (n_layers / base_n_layers) ** -depth_alpha
 
     def __post_init__(self) -> None:
         require_positive(
@@ -114,6 +123,15 @@ class ModelConfig:
         if self.head_dim % 2:
             key = "head_size" if self.head_size else "d_model"
             fail("model", key, getattr(self, key), f"head_dim={self.head_dim} must be even for RoPE")
+
+        for name in ("base_d_model", "base_head_dim", "base_n_layers"):
+            if getattr(self, name) < 0:
+                fail("model", name, getattr(self, name), "must be positive, or 0 for this model's own value")
+        if self.zero_readout and (self.parametrization == "sp" or self.tie_embeddings):
+            why = "needs model.parametrization mup or completep and model.tie_embeddings=False"
+            fail("model", "zero_readout", self.zero_readout, why)
+        if not 0.0 < self.depth_alpha <= 1.0:
+            fail("model", "depth_alpha", self.depth_alpha, "must lie in (0, 1] (CompleteP: 1; Yang et al.: 0.5)")
 
     @property
     def head_dim(self) -> int:

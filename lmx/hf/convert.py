@@ -20,6 +20,7 @@ import numpy as np
 
 from lmx.config import ModelConfig
 from lmx.errors import ConfigError
+from lmx.model.parametrization import forward_multipliers
 
 # The transformers architectures lmx's model computes exactly (anything else is refused by name).
 SUPPORTED_TYPES = ("llama", "mistral", "qwen3")
@@ -66,6 +67,12 @@ def hf_config(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int, dtype: st
 
 def check_exportable(cfg: ModelConfig) -> None:
     """Refuses, naming the field, a model neither Llama nor Qwen3 computes exactly."""
+    multipliers = forward_multipliers(cfg)
+    if (multipliers.query, multipliers.readout, multipliers.residual) != (1.0, 1.0, 1.0):
+        raise ConfigError(
+            f"model.parametrization={cfg.parametrization!r} away from its base shape multiplies queries, residual "
+            "branches or logits by constants that Llama and Qwen3 do not have"
+        )
     if cfg.mlp != "swiglu":
         raise ConfigError(
             f"model.mlp={cfg.mlp!r}: Llama and Qwen3 use a SwiGLU MLP; a {cfg.mlp} model has no exact Hugging Face "

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from lmx.config import ModelConfig
 from lmx.model.attention import attend, attention_mask, reference_attention, resolve_attention
 from lmx.model.matmul import dense_dot_general, dense_matmul
+from lmx.model.parametrization import forward_multipliers, scaled, weight_init
 from lmx.parallel.rules import constrain
 
 Array = jax.Array
@@ -21,6 +22,11 @@ Array = jax.Array
 
 def dense_init(std: float) -> nn.initializers.Initializer:
     return nn.initializers.normal(stddev=std)
+
+
+def out_std(cfg: ModelConfig) -> float:
+    """GPT-2's init of the projections that write to the residual stream: scaled down with depth."""
+    return cfg.init_std / (2 * forward_multipliers(cfg).out_init_layers) ** 0.5
 
 
 class Embedding(nn.Module):
@@ -158,7 +164,7 @@ class Attention(nn.Module):
                 use_bias=False,
                 dtype=dtype,
                 param_dtype=pdtype,
-                kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), ("embed", axis, "head_dim")),
+                kernel_init=weight_init(cfg, ("embed", axis, "head_dim"), cfg.init_std),
                 name=name,
             )(x_BxLxD)
 
@@ -169,7 +175,7 @@ class Attention(nn.Module):
             q_BxLxHxE = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="query_norm")(q_BxLxHxE)
             k_BxLxKxE = RMSNorm(cfg.norm_eps, dtype, pdtype, "head_dim", name="key_norm")(k_BxLxKxE)
         inv_freq = rope_frequencies(cfg)
-        q_BxLxHxE = rope(q_BxLxHxE, positions_BxL, inv_freq)
+        q_BxLxHxE = scaled(rope(q_BxLxHxE, positions_BxL, inv_freq), forward_multipliers(cfg).query)
         k_BxLxKxE = rope(k_BxLxKxE, positions_BxL, inv_freq)
 
         length = x_BxLxD.shape[1]
@@ -206,14 +212,13 @@ class Attention(nn.Module):
                 args = (segment_ids_BxL, segments, q_slots_BxL, slots, cfg.attention_block)
                 out_BxLxHxE = attend(impl, q_BxLxHxE, k_all, v_all, *args)
 
-        out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: scale residual writes by depth
         out_BxLxD = nn.DenseGeneral(
             cfg.d_model,
             axis=(-2, -1),
             use_bias=False,
             dtype=dtype,
             param_dtype=pdtype,
-            kernel_init=nn.with_logical_partitioning(dense_init(out_std), ("heads", "head_dim", "embed")),
+            kernel_init=weight_init(cfg, ("heads", "head_dim", "embed"), out_std(cfg)),
             name="out",
         )(out_BxLxHxE)
         return out_BxLxD, new_kv
@@ -235,7 +240,7 @@ class Mlp(nn.Module):
                 use_bias=False,
                 dtype=dtype,
                 param_dtype=pdtype,
-                kernel_init=nn.with_logical_partitioning(dense_init(std), axes),
+                kernel_init=weight_init(cfg, axes, std),
                 dot_general=dense_dot_general,
                 name=name,
             )
@@ -246,5 +251,4 @@ class Mlp(nn.Module):
             h_BxLxF = nn.silu(gate_BxLxF) * up_BxLxF
         else:
             h_BxLxF = nn.gelu(up_BxLxF)
-        out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
-        return dense("down", cfg.d_model, ("mlp", "embed"), out_std)(h_BxLxF)
+        return dense("down", cfg.d_model, ("mlp", "embed"), out_std(cfg))(h_BxLxF)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from lmx.config import ModelConfig
 from lmx.model.layers import Attention, Embedding, KVCache, LayerCache, Mlp, RMSNorm, dense_init
 from lmx.model.matmul import dense_dot_general
+from lmx.model.parametrization import forward_multipliers, scaled
 from lmx.parallel.rules import constrain
 
 Array = jax.Array
@@ -41,9 +42,10 @@ class Block(nn.Module):
         cache: LayerCache | None = None if kv is None else (*kv, kv_segments_BxS, index)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="attn_norm")(x_BxLxD)
         attn_BxLxD, new_kv = Attention(cfg, name="attn")(h, segment_ids_BxL, positions_BxL, cache)
-        x_BxLxD = x_BxLxD + attn_BxLxD
+        residual = forward_multipliers(cfg).residual  # CompleteP's depth multiplier; 1 otherwise
+        x_BxLxD = x_BxLxD + scaled(attn_BxLxD, residual)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="mlp_norm")(x_BxLxD)
-        x_BxLxD = x_BxLxD + Mlp(cfg, name="mlp")(h)
+        x_BxLxD = x_BxLxD + scaled(Mlp(cfg, name="mlp")(h), residual)
         return x_BxLxD, new_kv
 
 
@@ -96,7 +98,9 @@ class Transformer(nn.Module):
                 use_bias=False,
                 dtype=dtype,
                 param_dtype=pdtype,
-                kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), ("embed", "vocab")),
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.zeros if cfg.zero_readout else dense_init(cfg.init_std), ("embed", "vocab")
+                ),
                 dot_general=dense_dot_general,
                 name="unembed",
             )
@@ -165,7 +169,7 @@ class Transformer(nn.Module):
 
     def logits(self, h_BxLxD: Array) -> Array:
         logits_BxLxV = self.embed.attend(h_BxLxD) if self.cfg.tie_embeddings else self.unembed(h_BxLxD)
-        return logits_BxLxV.astype(jnp.float32)
+        return scaled(logits_BxLxV.astype(jnp.float32), forward_multipliers(self.cfg).readout)
 
     def __call__(
         self, tokens_BxL: Array, segment_ids_BxL: Array | None = None, positions_BxL: Array | None = None

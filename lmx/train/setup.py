@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 
 from lmx.config import Config
 from lmx.errors import ConfigError
+from lmx.model.parametrization import parameter_factors
 from lmx.objectives.base import LossFn
 from lmx.objectives.registry import objective_of
 from lmx.parallel import make_mesh
@@ -82,7 +83,7 @@ def setup_training(cfg: Config, devices: Sequence[jax.Device] | None = None, ini
     model = objective.make_model(cfg)
     # Online RL makes several optimizer updates per step: the schedule counts updates.
     schedule = make_schedule(cfg.optim, cfg.train.steps * objective.updates(cfg))
-    optimizer = make_optimizer(cfg.optim, schedule)
+    optimizer = make_optimizer(cfg.optim, schedule, parameter_factors(cfg.model, model))
     abstract, shardings = train_state_shapes(model, optimizer, mesh, cfg.mesh.rules, cfg.data.seq_len)
     setup = TrainSetup(cfg, mesh, model, schedule, optimizer, None, shardings, abstract)
     if init:
