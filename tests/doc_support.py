@@ -38,9 +38,16 @@ SMALL_SHAPES = (
     "--set eval.final_batches=1"
 )
 ISOFLOP_TINY_SWEEP = "lmx sweep configs/sweeps/isoflop_tiny.py"
+COORD_CHECK_SHAPES = "--widths 64 256 --steps 2 --seeds 1 --set train.batch_size=2 --set data.seq_len=16"
 
 GUIDE_BUDGET = Budget(
-    extra=((TRAINING_RUNS, TINY_TRAINING), (r"^XLA_FLAGS=\S+ lmx train configs/small\.py", SMALL_SHAPES)),
+    extra=(
+        (TRAINING_RUNS, TINY_TRAINING),
+        (r"^XLA_FLAGS=\S+ lmx train configs/small\.py", SMALL_SHAPES),
+        # 4 widths x 2 parametrizations x 3 seeds at tiny's 32 x 128 tokens: minutes; tests/test_coord_check.py
+        # checks the verdicts at 16 seeds.
+        (r"^lmx coord-check configs/tiny\.py", COORD_CHECK_SHAPES),
+    ),
     replace=(INSTALLED, ("log.wandb.mode=online", "log.wandb.mode=offline", "no network or API key in CI")),
     skip=(
         (ISOFLOP_TINY_SWEEP, "16 runs, minutes; tests/test_launch.py runs the local launcher on small sweeps"),

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lmx.cli import data, evaluate, generate, hf, launch, plan, scaling, train
+from lmx.cli import coord_check, data, evaluate, generate, hf, launch, plan, scaling, train
 from lmx.errors import LmxError
 
 if TYPE_CHECKING:  # imported when a command joins a run: it starts JAX
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported when a command joins a run: it starts JAX
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, launch, evaluate, generate, hf, scaling, plan, data):  # the order of `lmx --help`
+    for group in (train, launch, evaluate, generate, hf, scaling, coord_check, plan, data):  # the order of `lmx --help`
         group.add_commands(sub)
     return parser
 
