@@ -1,7 +1,7 @@
 """A ~125M-parameter model for one node of 8 NVIDIA GPUs: bfloat16, full remat, FSDP over the 8.
 
 Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; not yet measured on a
-GPU): 33.37 GiB per device, 153 ms per step, 12.3 min for the run. Most of the memory is one micro-batch's
+GPU): 33.37 GiB per device, 131 ms per step, 10.5 min for the run. Most of the memory is one micro-batch's
 logits, which XLA keeps whole on every fsdp device on CPU meshes, where the planner is checked
 (BENCHMARKS.md, memory planner).
 

@@ -1,7 +1,7 @@
 """A ~1.3B-parameter model for one node of 8 NVIDIA GPUs: bfloat16, full remat, FSDP over the 8.
 
 Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; not yet measured on a
-GPU): 38.79 GiB per device, 1.39 s per step, 19.3 h for the run. Most of the memory is one micro-batch's
+GPU): 38.79 GiB per device, 1.33 s per step, 18.4 h for the run. Most of the memory is one micro-batch's
 logits, which XLA keeps whole on every fsdp device on CPU meshes, where the planner is checked
 (BENCHMARKS.md, memory planner).
 

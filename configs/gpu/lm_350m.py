@@ -1,7 +1,7 @@
 """A ~350M-parameter model for one node of 8 NVIDIA GPUs: bfloat16, full remat, FSDP over the 8.
 
 Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; not yet measured on a
-GPU): 34.68 GiB per device, 422 ms per step, 1.6 h for the run. Most of the memory is one micro-batch's
+GPU): 34.68 GiB per device, 391 ms per step, 88.0 min for the run. Most of the memory is one micro-batch's
 logits, which XLA keeps whole on every fsdp device on CPU meshes, where the planner is checked
 (BENCHMARKS.md, memory planner).
 

@@ -12,6 +12,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from lmx.config import load_config
     from lmx.model.flops import tokens_per_step
     from lmx.scaling.memory import device, estimate_memory, format_bytes, parse_bytes
+    from lmx.scaling.plan import format_duration
 
     if not 0 < args.mfu <= 1:
         raise ConfigError(f"--mfu {args.mfu}: must lie in (0, 1]")
@@ -55,19 +56,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(f"FLOPs per step: {est.flops_per_step:.4g} ({tokens_per_step(cfg):,} tokens, executed definition)")
     print(
         f"step time at {args.mfu:.0%} MFU of {accelerator.peak_flops / 1e12:,.0f} TFLOP/s per device: "
-        f"{_duration(step_s)}; the run's {cfg.train.steps:,} steps: {_duration(step_s * cfg.train.steps)}"
+        f"{format_duration(step_s)}; the run's {cfg.train.steps:,} steps: {format_duration(step_s * cfg.train.steps)}"
     )
     return 0
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    if seconds < 90:
-        return f"{seconds:.3g} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -157,12 +157,12 @@ def format_plan(sweep: Sweep, rows: Sequence[PlanRow]) -> str:
                 f"{r.tokens_per_param:.1f}",
                 f"{r.flops:.3g}",
                 f"{r.steps:,}",
-                _duration(r.seconds),
+                format_duration(r.seconds),
                 "-" if r.memory is None else format_bytes(r.memory),
             )
         )
     known = [r.seconds for r in rows if r.seconds is not None]
-    total = _duration(sum(known)) if len(known) == len(rows) else "-"
+    total = format_duration(sum(known)) if len(known) == len(rows) else "-"
     table.append(
         (
             "total",
@@ -185,11 +185,14 @@ def format_plan(sweep: Sweep, rows: Sequence[PlanRow]) -> str:
     return "\n".join(lines)
 
 
-def _duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
+    """``"153 ms"``, ``"1.39 s"``, ``"12.3 min"``, ``"19.3 h"``; ``"-"`` when unknown."""
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.3g} s"
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
