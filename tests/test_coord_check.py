@@ -55,11 +55,11 @@ def test_mup_passes_and_sp_fails(checked, capsys):
 
 
 def test_verdict_applies_the_ratio_band_and_the_step_0_logits_exception():
-    def runs(parametrization, ratio, layer="layer_0/mlp", step=1):
+    def runs(parametrization, ratio, layer="layer_0/mlp", step=1, shapes=((32, 2), (128, 2)), wide_layer=None):
         rows = []
-        for width, value in ((32, 1.0), (128, ratio)):
-            row = {"parametrization": parametrization, "width": width, "depth": 2, "seed": 0, "step": step}
-            rows.append({**row, "loss": 1.0, layer: value, "embedding": 1.0})
+        for (width, depth), value, name in zip(shapes, (1.0, ratio), (layer, wide_layer or layer), strict=True):
+            row = {"parametrization": parametrization, "width": width, "depth": depth, "seed": 0, "step": step}
+            rows.append({**row, "loss": 1.0, name: value, "embedding": 1.0})
         return rows
 
     assert verdict(runs("mup", 1.15), "mup")["pass"]
@@ -70,6 +70,15 @@ def test_verdict_applies_the_ratio_band_and_the_step_0_logits_exception():
     assert verdict(runs("mup", 0.5, "logits", step=0), "mup")["pass"]
     assert not verdict(runs("sp", 0.5, "logits", step=0), "sp")["pass"]
     assert not verdict(runs("mup", 0.5, "logits", step=1), "mup")["pass"]
+    # Between depths a block is compared with the block at the same relative depth, and the logits
+    # at step 0 count: the readout does not change with depth.
+    deep = {"shapes": ((32, 1), (32, 4))}
+    assert verdict(runs("completep", 1.1, "layer_0/mlp", wide_layer="layer_3/mlp", **deep), "completep")["pass"]
+    assert not verdict(runs("completep", 1.3, "layer_0/mlp", wide_layer="layer_3/mlp", **deep), "completep")["pass"]
+    assert not verdict(runs("completep", 0.5, "logits", step=0, **deep), "completep")["pass"]
+    zeros = runs("completep", 0.0, "logits", step=0, **deep)
+    zeros[0]["logits"] = 0.0  # a zero-initialised readout: exactly 0 at both depths compares as equal
+    assert verdict(zeros, "completep")["pass"]
 
 
 def test_widths_without_a_4x_pair_are_one_line(capsys, tmp_path):

@@ -80,7 +80,7 @@ def expected_factors(parametrization, m, m_depth, alpha, key):
     if inner in BLOCK_NORMS:
         return (m_depth ** (alpha - 1), 1.0, eps)
     assert key in ("embed/embedding", "final_norm/scale", "unembed/kernel"), key
-    return (1.0, 1.0, eps)
+    return (1.0, 1.0, 1 / m)  # outside the blocks epsilon follows the width only
 
 
 SHAPES = [("mup", 64, 2, 1.0), ("mup", 128, 2, 1.0), ("completep", 64, 4, 0.5), ("completep", 128, 8, 0.5)]
@@ -174,6 +174,8 @@ def test_hidden_init_variance_is_one_over_fan_in():
         ({"model.parametrization": "mup", "model.zero_readout": True}, "model.zero_readout"),
         ({"model.parametrization": "completep", "model.depth_alpha": 1.5}, "model.depth_alpha"),
         ({"model.base_d_model": -1}, "model.base_d_model"),
+        # The base model divides every width by m = 32 / 3: a 48-wide MLP would be 4.5 wide.
+        ({"model.parametrization": "mup", "model.base_d_model": 3, "model.d_ff": 48}, "model.d_ff"),
     ],
 )
 def test_bad_parametrization_settings_name_their_key(overrides, key):
@@ -220,3 +222,46 @@ def test_hugging_face_export_refuses_multipliers_it_cannot_express():
     check_exportable(tiny_config(**{"model.parametrization": "mup"}).model)  # base shape: plain Llama
     with pytest.raises(ConfigError, match="model.parametrization='mup'"):
         check_exportable(tiny_config(**{"model.parametrization": "mup", "model.base_d_model": 16}).model)
+
+
+def test_mup_attention_scales_as_one_over_head_dim():
+    """With a head width 4x its base, mup's attention equals sp's with the queries multiplied by
+    sqrt(base_head_dim / head_dim) = 1/2: logits q.k * sqrt(base) / head_dim, not q.k / sqrt(head_dim)."""
+    from lmx.model.layers import Attention
+
+    common = {"model.d_model": 64, "model.n_heads": 2, "model.n_kv_heads": 1, "model.head_size": 32}
+    mup = tiny_config(**common, **{"model.parametrization": "mup", "model.base_head_dim": 8}).model
+    sp = tiny_config(**common).model
+    x = jax.random.normal(jax.random.key(3), (2, 6, 64))
+    segments, positions = np.ones((2, 6), np.int32), np.broadcast_to(np.arange(6), (2, 6))
+    params = nn.unbox(Attention(mup).init(jax.random.key(4), x, segments, positions)["params"])
+    # Queries and keys 30x their init, so that the softmax is far from uniform and its scale shows.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, p: 30 * p if path_key(path) in ("query/kernel", "key/kernel") else p, params
+    )
+    out_mup, _ = Attention(mup).apply({"params": params}, x, segments, positions)
+    halved = jax.tree_util.tree_map_with_path(lambda path, p: p / 2 if path_key(path) == "query/kernel" else p, params)
+    out_sp, _ = Attention(sp).apply({"params": halved}, x, segments, positions)
+    np.testing.assert_allclose(out_mup, out_sp, rtol=1e-5, atol=1e-6)
+    unscaled, _ = Attention(sp).apply({"params": params}, x, segments, positions)
+    # The check can fail: without the multiplier the outputs differ by more than a tenth.
+    assert np.abs(np.asarray(unscaled) - np.asarray(out_mup)).max() > 0.1 * np.abs(np.asarray(out_mup)).max()
+
+
+def test_scalar_heads_are_output_layers_under_mup():
+    """A reward or value head reads the hidden state divided by m, as the language model's logits do."""
+    from lmx.model.reward import PolicyWithValue, RewardModel
+
+    common = {"model.d_model": 64, "model.n_heads": 8, "model.d_ff": 128}
+    mup = tiny_config(**common, **{"model.parametrization": "mup", "model.base_d_model": 16}).model
+    sp = tiny_config(**common).model
+    tokens = np.arange(12, dtype=np.int32).reshape(2, 6) % sp.vocab_size
+    for cls, head, method in ((RewardModel, "reward_head", None), (PolicyWithValue, "value_head", "logits_and_values")):
+        params = nn.unbox(cls(mup).init(jax.random.key(5), tokens)["params"])
+        quartered = {**params, head: {**params[head], "kernel": params[head]["kernel"] / 4}}
+        kwargs = {"method": method} if method else {}
+        out_mup = cls(mup).apply({"params": params}, tokens, **kwargs)
+        out_sp = cls(sp).apply({"params": quartered}, tokens, **kwargs)
+        np.testing.assert_allclose(
+            out_mup if method is None else out_mup[1], out_sp if method is None else out_sp[1], rtol=1e-5, atol=1e-7
+        )

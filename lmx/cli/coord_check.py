@@ -16,7 +16,8 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
     written = write_results(results, args.out)
     print(
         f"coordinate check of {args.config}: widths {results['widths']}, depths {results['depths']}, "
-        f"{args.steps} steps at learning rate {cfg.optim.learning_rate:g}, {args.seeds} seeds; "
+        f"{args.steps} steps at learning rate {cfg.optim.learning_rate:g}, {args.seeds} seeds, "
+        f"a batch of {args.tokens} distinct tokens; "
         f"shapes {RATIO}x apart must keep every layer's mean |output| within 1/{TOLERANCE:g} .. {TOLERANCE:g}"
     )
     for p, v in results["verdicts"].items():

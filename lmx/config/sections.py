@@ -130,6 +130,11 @@ class ModelConfig:
         if self.zero_readout and (self.parametrization == "sp" or self.tie_embeddings):
             why = "needs model.parametrization mup or completep and model.tie_embeddings=False"
             fail("model", "zero_readout", self.zero_readout, why)
+        base = self.base_d_model or self.d_model
+        for name, width in (("d_ff", self.d_ff), ("n_heads", self.n_heads * self.head_dim)):
+            if self.parametrization != "sp" and width * base % self.d_model:
+                why = f"the base model (every width x {base}/{self.d_model}) would have a fractional width"
+                fail("model", name, getattr(self, name), why)
         if not 0.0 < self.depth_alpha <= 1.0:
             fail("model", "depth_alpha", self.depth_alpha, "must lie in (0, 1] (CompleteP: 1; Yang et al.: 0.5)")
 

@@ -9,15 +9,18 @@ parameter's optimizer settings scale with the model's width and depth.
   1/sqrt(head_dim); embeddings, norm scales and the output layer keep their init and learning rate.
 - ``completep``: CompleteP (Dey et al. 2025, "Don't be lazy"), mup plus depth: each residual branch
   is multiplied by m_L^-alpha; matrix-like weights train with learning rate m_L^(alpha - 1) / m, the
-  norm scales inside blocks with m_L^(alpha - 1); AdamW's epsilon is epsilon / (m m_L^alpha) for
-  every parameter, as the authors' LLM Foundry implementation applies it. The output projections'
-  depth-scaled initialisation (GPT-2's std / sqrt(2 n_layers)) is taken at the base depth: the
-  branch multiplier does that job.
+  norm scales inside blocks with m_L^(alpha - 1); AdamW's epsilon is epsilon / (m m_L^alpha) inside
+  the blocks and epsilon / m outside (embedding, final norm, output layer), as the authors'
+  nanoGPT-mup has it since its fix after arXiv 2512.22382 (LLM Foundry's version scales every
+  parameter's epsilon by the depth too). The output projections' depth-scaled initialisation
+  (GPT-2's std / sqrt(2 n_layers)) is taken at the base depth: the branch multiplier does that job.
 
-Here m = d_model / base_d_model and m_L = n_layers / base_n_layers. Every width of the model (d_model,
-d_ff, n_heads x head_dim) is taken to scale with m, as in lmx's sweeps; so each matrix's fan-in
-multiplier is m. At the base shape every multiplier is 1 and ``mup`` and ``completep`` compute what
-``sp`` computes.
+Here m = d_model / base_d_model and m_L = n_layers / base_n_layers. The base model is this one with
+every width divided by m: d_model, d_ff and n_heads x head_dim, so each matrix's fan-in multiplier is
+m. Widths that do not grow together (a d_ff held fixed while d_model grows) would get rules for a
+fan-in that did not change; keep them proportional, as a `LadderRule` ladder does (ModelConfig
+checks that the base widths are whole numbers). At the base shape every multiplier is 1 and ``mup``
+and ``completep`` compute what ``sp`` computes.
 
 A parameter's class comes from its logical axes, not from its name, so a new layer gets the right
 rule from its annotations: two or more width axes make it matrix-like (the `mup` package's "two
@@ -115,10 +118,11 @@ def optimizer_factors(cfg: ModelConfig, axes: Sequence[str | None], in_block: bo
     if cfg.parametrization == "mup":
         return OptimizerFactors(1 / m, m) if matrix else OptimizerFactors()
     m_depth, alpha = depth_multiplier(cfg), cfg.depth_alpha
-    eps = 1 / (m * m_depth**alpha)
     if matrix:
-        return OptimizerFactors(m_depth ** (alpha - 1) / m, m, eps)
-    return OptimizerFactors(m_depth ** (alpha - 1) if in_block else 1.0, 1.0, eps)
+        return OptimizerFactors(m_depth ** (alpha - 1) / m, m, 1 / (m * m_depth**alpha))
+    if in_block:
+        return OptimizerFactors(m_depth ** (alpha - 1), 1.0, 1 / (m * m_depth**alpha))
+    return OptimizerFactors(1.0, 1.0, 1 / m)
 
 
 def path_key(path: Sequence[Any]) -> str:

@@ -6,10 +6,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmx.config import ModelConfig
 from lmx.model.layers import dense_init
+from lmx.model.parametrization import forward_multipliers, scaled
 from lmx.model.transformer import Transformer
 
 Array = jax.Array
+
+
+def _readout_input(h: Array, cfg: ModelConfig) -> Array:
+    """A scalar head is an output layer: under mup and completep its input is divided by the width
+    multiplier, as the `mup` package's MuReadout does (a no-op at the base shape and under sp)."""
+    return scaled(h, forward_multipliers(cfg).readout)
 
 
 class RewardModel(Transformer):
@@ -63,7 +71,7 @@ class RewardModel(Transformer):
         # A masked sum rather than a gather: it partitions cleanly when the batch is sharded.
         at_last_BxL = jnp.arange(tokens_BxL.shape[1])[None, :] == last_B[:, None]
         h_BxD = jnp.sum(jnp.where(at_last_BxL[..., None], h_BxLxD, 0.0), axis=1)
-        return self.reward_head(h_BxD)[:, 0].astype(jnp.float32)
+        return self.reward_head(_readout_input(h_BxD, self.cfg))[:, 0].astype(jnp.float32)
 
 
 class PolicyWithValue(Transformer):
@@ -93,7 +101,7 @@ class PolicyWithValue(Transformer):
     ) -> Array:
         h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
         if self.is_initializing():
-            self.value_head(h_BxLxD[:, :1])  # creates the head's parameters
+            self.value_head(_readout_input(h_BxLxD[:, :1], self.cfg))  # creates the head's parameters
         return self.logits(h_BxLxD)
 
     def logits_and_values(
@@ -102,4 +110,5 @@ class PolicyWithValue(Transformer):
         """``(logits [B, L, V], values [B, L] float32)``: the value at position t is that of the
         state after reading tokens 0..t, before the token that position predicts."""
         h_BxLxD = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
-        return self.logits(h_BxLxD), self.value_head(h_BxLxD)[..., 0].astype(jnp.float32)
+        values_BxL = self.value_head(_readout_input(h_BxLxD, self.cfg))[..., 0]
+        return self.logits(h_BxLxD), values_BxL.astype(jnp.float32)

@@ -1,7 +1,8 @@
 """Coordinate check (Yang et al. 2022, Tensor Programs V, section 7 / the `mup` package's coord check):
 train a config at several widths (and depths) a few Adam steps on one fixed batch, and watch the mean
 absolute value of each layer's output. Under a parametrization that transfers, these stay the same
-size as the model widens; under ``sp`` at a large learning rate they grow with width after a step.
+size as the model widens; under ``sp`` they grow with width, from its fixed init std at step 0
+and much faster once Adam's updates, of a size independent of width, add up over a wider fan-in.
 
 Each shape keeps the config's head width and scales d_model, n_heads (and n_kv_heads, in the same
 ratio) and d_ff together; the base shape is the config's ``model.base_*`` or else the narrowest width
@@ -193,29 +194,34 @@ def seed_means(runs: Sequence[dict[str, Any]], parametrization: str) -> dict[tup
     }
 
 
+def _counterpart(layer: str, a: Shape, b: Shape) -> str:
+    """`layer` of shape `a` in shape `b`: the same layer across widths; across depths the block at the
+    same relative depth (block i of L is block (i + 1) x 4 - 1 of 4L, so the last is the last)."""
+    if a.depth == b.depth or not layer.startswith("layer_"):
+        return layer
+    index, rest = layer.removeprefix("layer_").split("/", 1)
+    return f"layer_{(int(index) + 1) * (b.depth // a.depth) - 1}/{rest}"
+
+
 def verdict(runs: Sequence[dict[str, Any]], parametrization: str) -> dict[str, Any]:
-    """PASS when every layer's wide / narrow ratio lies within [1/1.2, 1.2] at every step, for every
-    pair of shapes 4x apart: the `mup` package's criterion. Under mup and completep the logits at
-    step 0 are excepted: the readout multiplier 1/m makes them vanish with width by design (exactly
-    zero with a zero-initialised readout)."""
+    """PASS when every layer's wide / narrow (deep / shallow) ratio lies within [1/1.2, 1.2] at every
+    step, for every pair of shapes 4x apart: the criterion of the `mup` package's coordinate-check
+    test. Under mup and completep the logits at step 0 are excepted between widths: the readout
+    multiplier 1/m makes them shrink as 1/sqrt(m) by design (that test zero-initialises the readout
+    instead; here zeros on both sides compare as equal)."""
     means = seed_means(runs, parametrization)
     shapes = sorted({shape for shape, _ in means}, key=dataclasses.astuple)
     steps = sorted({step for _, step in means})
     worst: dict[str, Any] = {"ratio": 1.0}
     failures = []
     for (a, b), t in itertools.product(_pairs(shapes), steps):
-        for layer in means[(a, t)].keys() & means[(b, t)].keys():
-            if layer == "logits" and t == 0 and parametrization != "sp":
+        for layer, narrow in means[(a, t)].items():
+            wide = means[(b, t)][_counterpart(layer, a, b)]
+            if layer == "logits" and t == 0 and parametrization != "sp" and a.depth == b.depth:
                 continue
-            narrow, wide = means[(a, t)][layer], means[(b, t)][layer]
-            ratio = wide / narrow if narrow > 0 else float("inf")
-            row = {
-                "layer": layer,
-                "step": t,
-                "from": dataclasses.asdict(a),
-                "to": dataclasses.asdict(b),
-                "ratio": ratio,
-            }
+            ratio = 1.0 if narrow == wide else (wide / narrow if narrow > 0 else float("inf"))
+            row = {"layer": layer, "step": t, "ratio": ratio}
+            row.update({"from": dataclasses.asdict(a), "to": dataclasses.asdict(b)})
             if abs(np.log(ratio)) > abs(np.log(worst["ratio"])):
                 worst = row
             if not 1 / TOLERANCE <= ratio <= TOLERANCE:
