@@ -14,10 +14,13 @@ from lmx.train.setup import setup_training, synthetic_batch
 N_STEPS = 3
 
 
-def run(cfg, devices, n=N_STEPS):
+def run(cfg, devices, n=N_STEPS, initial=None):
+    """`n` steps on fixed batches; `initial` (a list) receives a host copy of the initial parameters."""
     setup = setup_training(cfg, devices)
     step = setup.make_step()
     state, losses = setup.state, []
+    if initial is not None:
+        initial.append(jax.tree.map(np.asarray, state.params))
     rng = np.random.default_rng(7)
     for _ in range(n):
         batch = synthetic_batch(rng, cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size)
@@ -129,10 +132,10 @@ def test_one_adam_step_moves_each_parameter_by_its_learning_rate(cpu_devices, wi
             "optim.eps": 1e-30,
         }
     )
-    before, _ = run(cfg, cpu_devices[:1], n=0)
-    after, _ = run(cfg, cpu_devices[:1], n=1)
+    initial = []
+    after, _ = run(cfg, cpu_devices[:1], n=1, initial=initial)
     m = width / 32
-    leaves = jax.tree_util.tree_flatten_with_path(before.params)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(initial[0])[0]
     for (path, a), b in zip(leaves, jax.tree.leaves(after.params), strict=True):
         moved = np.abs(np.asarray(b, np.float64) - np.asarray(a, np.float64)) / lr
         moved = moved[moved > 0]
