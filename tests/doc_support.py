@@ -172,3 +172,27 @@ ISOFLOP_BUDGET = Budget(
         ),
     ),
 )
+
+
+MUP_TRANSFER = ROOT / "experiments" / "mup_transfer"
+MUP_TRANSFER_README = MUP_TRANSFER / "README.md"
+MUP_TRANSFER_BUDGET = Budget(
+    replace=(
+        (
+            "lmx sweep experiments/mup_transfer/sweep.py --dry-run",
+            "lmx sweep experiments/mup_transfer/sweep.py --dry-run --no-measure",
+            "timing a step of each shape takes a minute; the user guide's scaling test runs a measuring dry run",
+        ),
+    ),
+    skip=(
+        ("lmx sweep experiments/mup_transfer/sweep.py", "an hour of training; its results are committed"),
+        (
+            "lmx data prepare experiments/mup_transfer/sweep.py",
+            "experiments/isoflop_stdlib's data, which its README's test prepares; the dry run below needs none",
+        ),
+        (
+            "python experiments/mup_transfer/analyse.py runs/sweeps/mup_transfer",
+            "needs the sweep's runs; the next command analyses the results it saved",
+        ),
+    ),
+)

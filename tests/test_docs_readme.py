@@ -1,5 +1,6 @@
 """Executed documentation: README.md, experiments/isoflop_stdlib/README.md (its re-fit from the
-committed points), the budgets' own checks, and the generated tables (benchmarks/tables.py)."""
+committed points), experiments/mup_transfer/README.md (its analysis of the committed results), the
+budgets' own checks, and the generated tables (benchmarks/tables.py)."""
 
 import json
 import subprocess
@@ -19,6 +20,9 @@ from doc_support import (
     ISOFLOP,
     ISOFLOP_BUDGET,
     ISOFLOP_README,
+    MUP_TRANSFER,
+    MUP_TRANSFER_BUDGET,
+    MUP_TRANSFER_README,
     README_BUDGET,
     fresh,
 )
@@ -30,6 +34,7 @@ def test_every_budget_rule_still_matches_its_document():
     configs = [c for path in sorted((ROOT / "configs").rglob("*.py")) for c in docstring_commands(path)]
     assert not CONFIG_BUDGET.unused(configs)
     assert not ISOFLOP_BUDGET.unused(markdown_commands(ISOFLOP_README))
+    assert not MUP_TRANSFER_BUDGET.unused(markdown_commands(MUP_TRANSFER_README))
 
 
 @pytest.mark.slow
@@ -67,6 +72,16 @@ def test_isoflop_study_refits_its_committed_points_to_the_published_exponents(tm
         assert (directory / "refit" / name).stat().st_size > 10_000, name
     refit_seconds = [r.seconds for r in ran if r.run and "points.csv" in r.run and "--save-points" not in r.run]
     print(f"re-fit and re-plot from the committed points: {refit_seconds[0]:.1f} s")
+
+
+def test_mup_transfer_study_reanalyses_its_committed_results(tmp_path):
+    """The transfer study's commands in order, the sweep replaced by its committed per-run results,
+    whose analysis must give the committed optima exactly (it is arithmetic on the CSV)."""
+    directory = fresh(tmp_path)
+    run_sequence(markdown_commands(MUP_TRANSFER_README), directory, MUP_TRANSFER_BUDGET)
+    again = json.loads((directory / "refit" / "optima.json").read_text())
+    assert again == json.loads((MUP_TRANSFER / "optima.json").read_text())
+    assert (directory / "refit" / "loss_vs_lr.png").stat().st_size > 10_000
 
 
 def test_generated_tables_match_their_results_files():
