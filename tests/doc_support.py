@@ -196,3 +196,23 @@ MUP_TRANSFER_BUDGET = Budget(
         ),
     ),
 )
+
+
+ISOFLOP_TUNED = ROOT / "experiments" / "isoflop_tuned"
+ISOFLOP_TUNED_README = ISOFLOP_TUNED / "README.md"
+ISOFLOP_TUNED_BUDGET = Budget(
+    replace=(
+        (
+            "lmx sweep experiments/isoflop_tuned/sweep.py --dry-run",
+            "lmx sweep experiments/isoflop_tuned/sweep.py --dry-run --no-measure",
+            "timing a step of each shape takes a minute; the user guide's scaling test runs a measuring dry run",
+        ),
+    ),
+    skip=(
+        ("lmx sweep experiments/isoflop_tuned/tune.py", "20 minutes of training; its results are committed"),
+        (
+            "python experiments/isoflop_tuned/analyse_tune.py runs/sweeps/isoflop_tune",
+            "needs the tuning sweep's runs; the next command analyses the results it saved",
+        ),
+    ),
+)

@@ -1,5 +1,6 @@
 """Executed documentation: README.md, experiments/isoflop_stdlib/README.md (its re-fit from the
-committed points), experiments/mup_transfer/README.md (its analysis of the committed results), the
+committed points), experiments/mup_transfer/README.md (its analysis of the committed results),
+experiments/isoflop_tuned/README.md (its tuning analysis of the committed results), the
 budgets' own checks, and the generated tables (benchmarks/tables.py)."""
 
 import json
@@ -20,6 +21,9 @@ from doc_support import (
     ISOFLOP,
     ISOFLOP_BUDGET,
     ISOFLOP_README,
+    ISOFLOP_TUNED,
+    ISOFLOP_TUNED_BUDGET,
+    ISOFLOP_TUNED_README,
     MUP_TRANSFER,
     MUP_TRANSFER_BUDGET,
     MUP_TRANSFER_README,
@@ -35,6 +39,7 @@ def test_every_budget_rule_still_matches_its_document():
     assert not CONFIG_BUDGET.unused(configs)
     assert not ISOFLOP_BUDGET.unused(markdown_commands(ISOFLOP_README))
     assert not MUP_TRANSFER_BUDGET.unused(markdown_commands(MUP_TRANSFER_README))
+    assert not ISOFLOP_TUNED_BUDGET.unused(markdown_commands(ISOFLOP_TUNED_README))
 
 
 @pytest.mark.slow
@@ -82,6 +87,22 @@ def test_mup_transfer_study_reanalyses_its_committed_results(tmp_path):
     again = json.loads((directory / "refit" / "optima.json").read_text())
     assert again == json.loads((MUP_TRANSFER / "optima.json").read_text())
     assert (directory / "refit" / "loss_vs_lr.png").stat().st_size > 10_000
+
+
+def test_tuned_isoflop_study_reanalyses_its_committed_tuning_results(tmp_path):
+    """The tuned study's commands in order, its sweeps replaced by the committed results: the
+    analysis must give the committed learning rates exactly, and the sweep file must use them."""
+    directory = fresh(tmp_path)
+    run_sequence(markdown_commands(ISOFLOP_TUNED_README), directory, ISOFLOP_TUNED_BUDGET)
+    tuned = json.loads((ISOFLOP_TUNED / "tuned_lr.json").read_text())
+    assert json.loads((directory / "refit" / "tuned_lr.json").read_text()) == tuned
+    assert (directory / "refit" / "tune_loss_vs_lr.png").stat().st_size > 10_000
+    from lmx.scaling.sweep import load_sweep
+
+    runs = load_sweep(ISOFLOP_TUNED / "sweep.py").runs()
+    assert len(runs) == 15
+    for run in runs:
+        assert run.config.optim.learning_rate == tuned["models"][run.coords["model"]]["learning_rate"], run.name
 
 
 def test_generated_tables_match_their_results_files():

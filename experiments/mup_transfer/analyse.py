@@ -21,6 +21,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lmx.scaling.tuning import learning_rate_optimum
+
 HERE = Path(__file__).resolve().parent
 FIELDS = ("name", "parametrization", "width", "learning_rate", "seed", "eval_loss", "params", "train_time_s")
 
@@ -66,22 +68,15 @@ def optima(rows: list[dict]) -> dict:
         lrs = sorted(by_lr)
         mean = np.array([np.mean(by_lr[lr]) for lr in lrs])
         spread = [float(np.ptp(by_lr[lr])) for lr in lrs]
-        i = int(np.argmin(mean))
-        # The minimum of a parabola in log2(lr) through the best grid point and its two neighbours
-        # (None at the grid's edge: the optimum is not bracketed).
-        refined = None
-        if 0 < i < len(lrs) - 1:
-            x = np.log2(lrs[i - 1 : i + 2])
-            a, b, _ = np.polyfit(x, mean[i - 1 : i + 2], 2)
-            refined = float(2 ** (-b / (2 * a))) if a > 0 else None
+        optimum = learning_rate_optimum(lrs, mean)
         out[p][str(width)] = {
             "learning_rates": lrs,
             "mean_loss": mean.tolist(),
             "seed_spread": spread,
             "seeds": [len(by_lr[lr]) for lr in lrs],
-            "best_learning_rate": lrs[i],
-            "best_loss": float(mean[i]),
-            "parabola_learning_rate": refined,
+            "best_learning_rate": optimum.best,
+            "best_loss": optimum.best_loss,
+            "parabola_learning_rate": optimum.parabola,
         }
     return out
 
