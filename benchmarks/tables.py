@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import re
 import sys
@@ -27,12 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ISOFLOP = ROOT / "experiments" / "isoflop_stdlib"
-DOCUMENTS = [
-    ROOT / "README.md",
-    ROOT / "docs" / "USER_GUIDE.md",
-    ROOT / "BENCHMARKS.md",
-    ISOFLOP / "README.md",
-]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "USER_GUIDE.md", ROOT / "BENCHMARKS.md", ISOFLOP / "README.md"]
 BLOCK = re.compile(r"(<!-- tables\.py: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tables\.py -->)", re.S)
 
 
@@ -355,23 +349,20 @@ def bootstrap_fit() -> str:
 
 
 # -------------------------------------------------------------------------------------------------
-# IsoFLOP studies (experiments/isoflop_stdlib; any study folder with points.csv, fit/ and provenance.json)
+# experiments/isoflop_stdlib: its committed points and fit
 
 
-def isoflop_points(study: Path) -> list[dict[str, str]]:
-    with open(study / "points.csv", newline="") as f:
+def isoflop_points() -> list[dict[str, str]]:
+    with open(ISOFLOP / "points.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
-def isoflop_provenance(study: Path) -> str:
-    source = (study / "points.csv").relative_to(ROOT)
-    return provenance(json.loads((study / "provenance.json").read_text()), str(source))
+def isoflop_provenance() -> str:
+    return provenance(json.loads((ISOFLOP / "provenance.json").read_text()), "experiments/isoflop_stdlib/points.csv")
 
 
-def isoflop_runs(study: Path) -> str:
-    """One row per run; a learning-rate column where the study varies it by model."""
-    points = isoflop_points(study)
-    with_lr = "sweep.learning_rate" in points[0]
+def isoflop_runs() -> str:
+    points = isoflop_points()
     best = {}
     for p in points:
         if p["budget"] not in best or float(p["loss"]) < float(best[p["budget"]]["loss"]):
@@ -383,7 +374,6 @@ def isoflop_runs(study: Path) -> str:
         rows.append(
             [
                 name,
-                *([f"{float(p['sweep.learning_rate']):.3g}"] if with_lr else []),
                 f"{n:,.0f}",
                 f"{int(p['steps']):,}",
                 f"{d:,.0f}",
@@ -393,16 +383,15 @@ def isoflop_runs(study: Path) -> str:
                 f"{float(p['train_time_s']):.0f} s",
             ]
         )
-    header = ["run", *(["learning rate"] if with_lr else []), "N (porian)", "steps", "tokens D", "D/N"]
-    header += ["val loss", "bits/byte", "train time"]
-    return table(header, rows) + "\n" + isoflop_provenance(study)
+    header = ["run", "N (porian)", "steps", "tokens D", "D/N", "val loss", "bits/byte", "train time"]
+    return table(header, rows) + "\n" + isoflop_provenance()
 
 
-def isoflop_fit(study: Path) -> dict[str, Any]:
-    return json.loads((study / "fit" / "fit.json").read_text())
+def isoflop_fit() -> dict[str, Any]:
+    return json.loads((ISOFLOP / "fit" / "fit.json").read_text())
 
 
-def isoflop_minima(study: Path) -> str:
+def isoflop_minima() -> str:
     rows = [
         [
             f"{m['budget']:.0e}".replace("e+", "e"),
@@ -412,7 +401,7 @@ def isoflop_minima(study: Path) -> str:
             f"{m['loss_min']:.3f}",
             "yes" if m["inside"] else "no",
         ]
-        for m in isoflop_fit(study)["2"]["minima"]
+        for m in isoflop_fit()["2"]["minima"]
     ]
     header = ["budget C", "N_opt", "D_opt", "D_opt / N_opt", "lowest loss", "inside the sampled sizes"]
     return table(header, rows)
@@ -423,8 +412,8 @@ def _interval(fit: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str
     return f"{fmt(fit[key])} [{fmt(lo)}, {fmt(hi)}]"
 
 
-def isoflop_exponents(study: Path) -> str:
-    fits = isoflop_fit(study)
+def isoflop_exponents() -> str:
+    fits = isoflop_fit()
     num = lambda x: f"{x:.3g}"
     big = lambda x: f"{x / 1e3:.0f}k" if x < 1e6 else f"{x / 1e6:.2f}M"
     rows = []
@@ -464,11 +453,9 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "memory-plan": memory_plan,
     "multiprocess": multiprocess,
     "bootstrap-fit": bootstrap_fit,
-    **{
-        f"{prefix}-{what}": functools.partial(render_study, study)
-        for prefix, study in (("isoflop", ISOFLOP),)
-        for what, render_study in (("runs", isoflop_runs), ("minima", isoflop_minima), ("exponents", isoflop_exponents))
-    },
+    "isoflop-runs": isoflop_runs,
+    "isoflop-minima": isoflop_minima,
+    "isoflop-exponents": isoflop_exponents,
 }
 
 
