@@ -24,6 +24,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from common import add_common_arguments, block, parse_args, write_results
 
@@ -31,7 +32,7 @@ from lmx.config import Config, load_config
 from lmx.decode.generate import Generator
 from lmx.model.attention import IMPLEMENTATIONS, resolve_attention
 from lmx.model.flops import flops_per_token, tokens_per_step
-from lmx.parallel.hardware import peak_flops
+from lmx.parallel.hardware import peak_flops, time_matmul_flops
 from lmx.scaling.memory import estimate_memory
 from lmx.train.setup import setup_training, synthetic_batch
 
@@ -76,7 +77,7 @@ def train_step(cfg: Config, steps: int) -> dict:
     start = time.perf_counter()
     compiled = setup.make_step().lower(setup.state, batch).compile()
     compile_s = time.perf_counter() - start
-    state, _ = block(compiled(setup.state, batch))  # warm-up
+    state, metrics = block(compiled(setup.state, batch))  # warm-up: its loss compares implementations
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -94,6 +95,7 @@ def train_step(cfg: Config, steps: int) -> dict:
         "flops_per_step": flops,
         "peak_flops": peak,
         "mfu": flops / (step_s * peak) if peak else None,
+        "first_loss": float(metrics["loss"]),
         "device_peak_bytes": stats.get("peak_bytes_in_use"),
         "xla_bytes": xla_bytes(compiled),
         "planned_bytes": estimate_memory(cfg, len(devices), jax.default_backend()).total,
@@ -117,6 +119,11 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["lm_125m", "lm_350m", "lm_1b3"])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (the median is kept)")
     parser.add_argument("--new-tokens", type=int, default=128, help="decoded tokens per row")
+    parser.add_argument(
+        "--skip-attention",
+        action="store_true",
+        help="time only the configs' own attention (one process per config keeps each peak memory its own)",
+    )
     add_common_arguments(parser)
     args = parse_args(parser, smoke_defaults={"configs": ["lm_125m"], "steps": 2, "new_tokens": 8})
     runs = []
@@ -133,7 +140,7 @@ def main() -> None:
         )
     attention = []
     first = config(args.configs[0], args)
-    for impl in IMPLEMENTATIONS:
+    for impl in () if args.skip_attention else IMPLEMENTATIONS:
         if resolve_attention(first.model.attention, jax.default_backend()) == impl:
             # The config's own ("auto") step is this implementation's: measured above, not recompiled.
             row = {**{k: v for k, v in runs[0].items() if k not in ("config", "decode_tokens_per_s")}}
@@ -142,9 +149,18 @@ def main() -> None:
             row = train_step(config(args.configs[0], args, f"model.attention={impl}"), args.steps)
             row.pop("params")
         attention.append(row)
-        print(f"{args.configs[0]} attention={impl}: step {row['step_s'] * 1e3:,.1f} ms", flush=True)
+        print(
+            f"{args.configs[0]} attention={impl}: step {row['step_s'] * 1e3:,.1f} ms, "
+            f"first loss {row['first_loss']:.5f}",
+            flush=True,
+        )
+    # The bf16 matmul rate this device reaches (8192^3 as the lent H200's own check, 2026-10-28),
+    # beside the datasheet peak that MFU divides by.
+    bf16_matmul = time_matmul_flops(256 if args.smoke else 8192, repeats=3 if args.smoke else 10, dtype=jnp.bfloat16)
+    print(f"bf16 matmul: {bf16_matmul / 1e12:,.1f} TFLOP/s per device", flush=True)
     payload = {
         "rows_per_device": 4 if args.smoke else ROWS_PER_DEVICE,
+        "bf16_matmul_flops_per_s": bf16_matmul,
         "runs": runs,
         "attention_config": args.configs[0],
         "attention": attention,

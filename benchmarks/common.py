@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import subprocess
 import sysconfig
@@ -124,10 +125,10 @@ def git_commit() -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    return {
-        "commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "-uno")),
-    }
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if not commit:  # a copy of the tree without .git (a lent GPU machine): the caller may name it
+        return {"commit": os.environ.get("LMX_GIT_COMMIT", "unknown"), "dirty": None}
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "-uno"))}
 
 
 def provenance(smoke: bool = False) -> dict[str, Any]:

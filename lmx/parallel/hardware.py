@@ -23,11 +23,11 @@ KNOWN_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def time_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a jitted float32 n x n matmul on the default device, measured now (best of
+def time_matmul_flops(n: int = 2048, repeats: int = 5, dtype: jnp.dtype = jnp.float32) -> float:
+    """FLOP/s of a jitted `dtype` n x n matmul on the default device, measured now (best of
     `repeats`). On CPU one device already uses every core, so this is the whole host's ceiling."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     dot = jax.jit(jnp.dot)
     dot(a, b).block_until_ready()
     best = float("inf")
