@@ -120,33 +120,40 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (the median is kept)")
     parser.add_argument("--new-tokens", type=int, default=128, help="decoded tokens per row")
     parser.add_argument(
-        "--skip-attention",
-        action="store_true",
-        help="time only the configs' own attention (one process per config keeps each peak memory its own)",
+        "--attention",
+        nargs="*",
+        choices=IMPLEMENTATIONS,
+        default=list(IMPLEMENTATIONS),
+        help="implementations timed on the first config (none: only the configs' own; one process per "
+        "config keeps each peak memory its own)",
+    )
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config (model.remat=save_dots)"
     )
     add_common_arguments(parser)
     args = parse_args(parser, smoke_defaults={"configs": ["lm_125m"], "steps": 2, "new_tokens": 8})
     runs = []
     for name in args.configs:
-        cfg = config(name, args)
-        row = {"config": name, **train_step(cfg, args.steps)}
-        row["decode_tokens_per_s"] = decode(cfg, row.pop("params"), 8, args.new_tokens)
+        cfg = config(name, args, *args.set)
+        row = {"config": name, "overrides": args.set, **train_step(cfg, args.steps)}
+        params = row.pop("params")
+        row["decode_tokens_per_s"] = decode(cfg, params, 8, args.new_tokens) if args.new_tokens else None
         runs.append(row)
         mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "unknown peak"
         print(
             f"{name}: step {row['step_s'] * 1e3:,.1f} ms, MFU {mfu}, XLA {row['xla_bytes'] / 2**30:.2f} GiB, "
-            f"planned {row['planned_bytes'] / 2**30:.2f} GiB, decode {row['decode_tokens_per_s']:,.0f} tokens/s",
+            f"planned {row['planned_bytes'] / 2**30:.2f} GiB, decode {row['decode_tokens_per_s'] or 0:,.0f} tokens/s",
             flush=True,
         )
     attention = []
-    first = config(args.configs[0], args)
-    for impl in () if args.skip_attention else IMPLEMENTATIONS:
+    first = config(args.configs[0], args, *args.set)
+    for impl in args.attention:
         if resolve_attention(first.model.attention, jax.default_backend()) == impl:
             # The config's own ("auto") step is this implementation's: measured above, not recompiled.
             row = {**{k: v for k, v in runs[0].items() if k not in ("config", "decode_tokens_per_s")}}
             row["attention"] = impl
         else:
-            row = train_step(config(args.configs[0], args, f"model.attention={impl}"), args.steps)
+            row = train_step(config(args.configs[0], args, *args.set, f"model.attention={impl}"), args.steps)
             row.pop("params")
         attention.append(row)
         print(

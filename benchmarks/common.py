@@ -125,10 +125,12 @@ def git_commit() -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    commit = git("rev-parse", "--short=12", "HEAD")
-    if not commit:  # a copy of the tree without .git (a lent GPU machine): the caller may name it
-        return {"commit": os.environ.get("LMX_GIT_COMMIT", "unknown"), "dirty": None}
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "-uno"))}
+    if "LMX_GIT_COMMIT" in os.environ:  # a copy of the tree whose .git is not its own (a lent GPU machine)
+        return {"commit": os.environ["LMX_GIT_COMMIT"], "dirty": None}
+    return {
+        "commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "-uno")),
+    }
 
 
 def provenance(smoke: bool = False) -> dict[str, Any]:
