@@ -20,7 +20,7 @@ PROVENANCE = {"date", "commit", "dirty", "machine", "matmul_ceiling_flops_per_s"
 # The top-level keys each benchmark's full run writes (besides "machine"), and for those that
 # report several runs, the keys of each run.
 KEYS = {
-    "accelerator": {"rows_per_device", "runs", "attention_config", "attention"},
+    "accelerator": {"rows_per_device", "bf16_matmul_flops_per_s", "runs", "attention_config", "attention"},
     "attention": {"layers", "batch", "block", "runs", "memory_growth", "tiny_step_s"},
     "bootstrap_fit": {
         "points",
@@ -65,6 +65,7 @@ RUN_KEYS = {
         "config",
         "step_s",
         "mfu",
+        "first_loss",
         "device_peak_bytes",
         "xla_bytes",
         "planned_bytes",
@@ -158,6 +159,9 @@ def test_benchmark_smoke(name, tmp_path):
         assert [(r["processes"], r["devices_per_process"]) for r in results["runs"].values()] == [(1, 2), (2, 1)]
     if name == "train_step":
         assert [r["config"] for r in results["runs"]] == ["configs/tiny.py", "configs/small.py"]
+    if name == "accelerator":  # one step of each implementation from the same state and batch
+        losses = [r["first_loss"] for r in results["attention"]]
+        assert len(losses) == 3 and max(losses) - min(losses) < 1e-3 * losses[0], losses
     if name == "train_loop":
         # A checkpoint was saved with steps after it: the stall figures are not empty.
         assert results["save_stall_steps"] and results["save_interval_extra_steps"]

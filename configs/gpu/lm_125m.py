@@ -1,9 +1,11 @@
 """A ~125M-parameter model for one node of 8 NVIDIA GPUs: bfloat16, full remat, FSDP over the 8.
 
-Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; not yet measured on a
-GPU): 33.37 GiB per device, 131 ms per step, 10.5 min for the run. Most of the memory is one micro-batch's
-logits, which XLA keeps whole on every fsdp device on CPU meshes, where the planner is checked
-(BENCHMARKS.md, memory planner).
+Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; the 8-GPU run not yet
+measured on a GPU): 33.37 GiB per device, 131 ms per step, 10.5 min for the run. Most of the memory
+is one micro-batch's logits, which XLA keeps whole on every fsdp device on CPU meshes, where the
+planner is checked (BENCHMARKS.md, memory planner).
+Measured on one H200 on 2026-12-04 with the same work per device (32 rows in 4 micro-batches, a mesh
+of one device; BENCHMARKS.md): 215 ms per step, 27.3% MFU, 4.04 GiB (XLA's total).
 
 Train on your own text (the built-in corpus is 2 MB, a smoke test at this size):
 
