@@ -1,23 +1,27 @@
-"""experiments/isoflop_stdlib's IsoFLOP study again, each model size at its own learning rate.
+"""experiments/isoflop_stdlib's IsoFLOP study again, each model size at its own learning rates.
 
-The same 3 budgets x 5 sizes, base config, data and FLOPs definition; only ``optim.learning_rate``
-differs, read per model from tuned_lr.json (written by analyse_tune.py from the tune.py sweep).
+The same budgets, sizes, base config, data and FLOPs definition; only ``optim.learning_rate``
+differs. At 1e12 FLOPs tune.py already ran every size at six rates (2^-10 to 2^-5). At 3e12 and
+1e13 this sweep runs each size at its tuned rate r (tuned_lr.json, the 1e12 optimum) and at 2r,
+since tune.py's horizon probe found the optimum rising with the number of steps; isoflop_stdlib's
+run at 3e-3 is a third rate. analyse.py keeps each (size, budget)'s lowest loss over its rates.
 
-Run with ``lmx sweep experiments/isoflop_tuned/sweep.py``, then ``lmx fit runs/sweeps/isoflop_tuned
-...`` as README.md in this folder gives it.
+Run with ``lmx sweep experiments/isoflop_tuned/sweep.py`` (20 runs), then analyse.py and ``lmx fit``
+as README.md in this folder gives them.
 """
 
-import dataclasses
 import json
 from pathlib import Path
 
 from lmx.config import call_python_file
 from lmx.errors import ConfigError
-from lmx.scaling.sweep import Sweep
+from lmx.scaling.sweep import Sweep, cross, grid
 
 HERE = Path(__file__).resolve().parent
 STDLIB = HERE.parent / "isoflop_stdlib" / "sweep.py"
 TUNED = HERE / "tuned_lr.json"
+TUNE_BUDGET = 1e12
+RATE_MULTIPLIERS = (1.0, 2.0)
 
 
 def tuned_learning_rates() -> dict[str, float]:
@@ -31,14 +35,17 @@ def get_sweep() -> Sweep:
     lrs = tuned_learning_rates()
     points = []
     for point in stdlib.points:
+        if point.budget == TUNE_BUDGET:
+            continue
         model = point.coords["model"]
         if model not in lrs:
             raise ConfigError(f"{TUNED}: no learning rate for model {model}")
-        points.append(
-            dataclasses.replace(
-                point,
-                overrides={**point.overrides, "optim.learning_rate": lrs[model]},
-                coords={**point.coords, "learning_rate": lrs[model]},
-            )
-        )
-    return dataclasses.replace(stdlib, name="isoflop_tuned", points=points)
+        rates = tuple(m * lrs[model] for m in RATE_MULTIPLIERS)
+        points += cross([point], grid({"optim.learning_rate": rates}, {"optim.learning_rate": "lr"}))
+    return Sweep(
+        name="isoflop_tuned",
+        base=stdlib.base,
+        points=points,
+        flops=stdlib.flops,
+        warmup_fraction=stdlib.warmup_fraction,
+    )
