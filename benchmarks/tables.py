@@ -15,7 +15,6 @@ tests/test_docs_readme.py runs `--check`, so a results file and the text it feed
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -23,10 +22,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import isoflop_tables
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ISOFLOP = ROOT / "experiments" / "isoflop_stdlib"
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "USER_GUIDE.md", ROOT / "BENCHMARKS.md", ISOFLOP / "README.md"]
+DOCUMENTS = [
+    ROOT / "README.md",
+    ROOT / "docs" / "USER_GUIDE.md",
+    ROOT / "BENCHMARKS.md",
+    isoflop_tables.STDLIB / "README.md",
+    isoflop_tables.TUNED / "README.md",
+]
 BLOCK = re.compile(r"(<!-- tables\.py: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tables\.py -->)", re.S)
 
 
@@ -349,94 +355,14 @@ def bootstrap_fit() -> str:
 
 
 # -------------------------------------------------------------------------------------------------
-# experiments/isoflop_stdlib: its committed points and fit
+def isoflop_runs(study: Path, header_rows: isoflop_tables.Table) -> str:
+    recorded = json.loads((study / "provenance.json").read_text())
+    return table(*header_rows) + "\n" + provenance(recorded, str((study / "points.csv").relative_to(ROOT)))
 
 
-def isoflop_points() -> list[dict[str, str]]:
-    with open(ISOFLOP / "points.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def isoflop_provenance() -> str:
-    return provenance(json.loads((ISOFLOP / "provenance.json").read_text()), "experiments/isoflop_stdlib/points.csv")
-
-
-def isoflop_runs() -> str:
-    points = isoflop_points()
-    best = {}
-    for p in points:
-        if p["budget"] not in best or float(p["loss"]) < float(best[p["budget"]]["loss"]):
-            best[p["budget"]] = p
-    rows = []
-    for p in sorted(points, key=lambda p: (float(p["budget"]), float(p["N"]))):
-        name = f"**{p['name']}**" if best[p["budget"]] is p else p["name"]
-        n, d = float(p["N"]), float(p["D"])
-        rows.append(
-            [
-                name,
-                f"{n:,.0f}",
-                f"{int(p['steps']):,}",
-                f"{d:,.0f}",
-                f"{d / n:.1f}",
-                f"{float(p['loss']):.3f}",
-                f"{float(p['eval/bits_per_byte']):.3f}",
-                f"{float(p['train_time_s']):.0f} s",
-            ]
-        )
-    header = ["run", "N (porian)", "steps", "tokens D", "D/N", "val loss", "bits/byte", "train time"]
-    return table(header, rows) + "\n" + isoflop_provenance()
-
-
-def isoflop_fit() -> dict[str, Any]:
-    return json.loads((ISOFLOP / "fit" / "fit.json").read_text())
-
-
-def isoflop_minima() -> str:
-    rows = [
-        [
-            f"{m['budget']:.0e}".replace("e+", "e"),
-            f"{m['N_opt']:,.0f}",
-            f"{m['D_opt'] / 1e6:.2f}M",
-            f"{m['D_opt'] / m['N_opt']:.0f}",
-            f"{m['loss_min']:.3f}",
-            "yes" if m["inside"] else "no",
-        ]
-        for m in isoflop_fit()["2"]["minima"]
-    ]
-    header = ["budget C", "N_opt", "D_opt", "D_opt / N_opt", "lowest loss", "inside the sampled sizes"]
-    return table(header, rows)
-
-
-def _interval(fit: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
-    lo, hi = fit["intervals"][key]
-    return f"{fmt(fit[key])} [{fmt(lo)}, {fmt(hi)}]"
-
-
-def isoflop_exponents() -> str:
-    fits = isoflop_fit()
-    num = lambda x: f"{x:.3g}"
-    big = lambda x: f"{x / 1e3:.0f}k" if x < 1e6 else f"{x / 1e6:.2f}M"
-    rows = []
-    for approach, label in (("2", "approach 2 (IsoFLOP parabolas)"), ("3", "approach 3 (parametric law)")):
-        f = fits[approach]
-        rows.append(
-            [
-                label,
-                _interval(f, "a", num),
-                _interval(f, "b", num),
-                _interval(f, "N_opt", big),
-                _interval(f, "D_opt", big),
-            ]
-        )
-    budget = f"{fits['2']['budget']:.0e}".replace("e+", "e")
-    header = ["fit", "a (N_opt ∝ C^a)", "b (D_opt ∝ C^b)", f"N_opt at {budget}", f"D_opt at {budget}"]
-    f3 = fits["3"]
-    law = ", ".join(_interval(f3, k, num) for k in ("E", "A", "B", "alpha", "beta"))
-    resamples = fits["3"]["bootstrap"]["resamples"]
-    return (
-        table(header, rows) + f"\nApproach 3's law L(N, D) = E + A/N^alpha + B/D^beta: E, A, B, alpha, beta = {law} "
-        f"({resamples:,} bootstrap resamples, 95% intervals).\n"
-    )
+def isoflop_exponents(study: Path) -> str:
+    header, rows, law = isoflop_tables.exponents(study)
+    return table(header, rows) + "\n" + law
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
@@ -453,9 +379,13 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "memory-plan": memory_plan,
     "multiprocess": multiprocess,
     "bootstrap-fit": bootstrap_fit,
-    "isoflop-runs": isoflop_runs,
-    "isoflop-minima": isoflop_minima,
-    "isoflop-exponents": isoflop_exponents,
+    "isoflop-runs": lambda: isoflop_runs(isoflop_tables.STDLIB, isoflop_tables.stdlib_runs()),
+    "isoflop-minima": lambda: table(*isoflop_tables.minima(isoflop_tables.STDLIB)),
+    "isoflop-exponents": lambda: isoflop_exponents(isoflop_tables.STDLIB),
+    "isoflop-tuned-runs": lambda: isoflop_runs(isoflop_tables.TUNED, isoflop_tables.tuned_runs()),
+    "isoflop-tuned-minima": lambda: table(*isoflop_tables.minima(isoflop_tables.TUNED)),
+    "isoflop-tuned-exponents": lambda: isoflop_exponents(isoflop_tables.TUNED),
+    "isoflop-comparison": lambda: table(*isoflop_tables.comparison()),
 }
 
 
