@@ -214,5 +214,15 @@ ISOFLOP_TUNED_BUDGET = Budget(
             "python experiments/isoflop_tuned/analyse_tune.py runs/sweeps/isoflop_tune",
             "needs the tuning sweep's runs; the next command analyses the results it saved",
         ),
+        ("lmx sweep experiments/isoflop_tuned/sweep.py", "70 minutes of training; its results are committed"),
+        (
+            "python experiments/isoflop_tuned/analyse.py runs/sweeps/isoflop_tuned",
+            "needs the sweep's runs; a later command analyses the results it saved",
+        ),
+        (
+            "lmx fit experiments/isoflop_tuned/points.csv --approach 2 3 power --bootstrap 1000 --budget 1e13 "
+            "--json experiments/isoflop_tuned/fit/fit.json",
+            "writes the committed fit; the last command refits its points without the bootstrap's 30 s",
+        ),
     ),
 )

@@ -89,20 +89,29 @@ def test_mup_transfer_study_reanalyses_its_committed_results(tmp_path):
     assert (directory / "refit" / "loss_vs_lr.png").stat().st_size > 10_000
 
 
-def test_tuned_isoflop_study_reanalyses_its_committed_tuning_results(tmp_path):
+def test_tuned_isoflop_study_reanalyses_its_committed_results(tmp_path):
     """The tuned study's commands in order, its sweeps replaced by the committed results: the
-    analysis must give the committed learning rates exactly, and the sweep file must use them."""
+    analyses must give the committed learning rates and points exactly, the sweep file must use
+    those rates, and the points' fit (without the bootstrap) the committed exponents."""
     directory = fresh(tmp_path)
     run_sequence(markdown_commands(ISOFLOP_TUNED_README), directory, ISOFLOP_TUNED_BUDGET)
+    refit = directory / "refit"
     tuned = json.loads((ISOFLOP_TUNED / "tuned_lr.json").read_text())
-    assert json.loads((directory / "refit" / "tuned_lr.json").read_text()) == tuned
-    assert (directory / "refit" / "tune_loss_vs_lr.png").stat().st_size > 10_000
+    assert json.loads((refit / "tuned_lr.json").read_text()) == tuned
+    assert (refit / "points.csv").read_text() == (ISOFLOP_TUNED / "points.csv").read_text()
+    for name in ("tune_loss_vs_lr.png", "loss_vs_lr.png"):
+        assert (refit / name).stat().st_size > 10_000, name
+    published, again = (json.loads((d / "fit.json").read_text()) for d in (ISOFLOP_TUNED / "fit", refit))
+    for approach in ("2", "3", "power"):
+        for key in ("a", "b"):  # rel 1e-7: see the isoflop_stdlib test above
+            assert again[approach][key] == pytest.approx(published[approach][key], rel=1e-7), (approach, key)
     from lmx.scaling.sweep import load_sweep
 
     runs = load_sweep(ISOFLOP_TUNED / "sweep.py").runs()
-    assert len(runs) == 15
+    assert len(runs) == 20 and {run.coords["budget"] for run in runs} == {3e12, 1e13}
     for run in runs:
-        assert run.config.optim.learning_rate == tuned["models"][run.coords["model"]]["learning_rate"], run.name
+        r = tuned["models"][run.coords["model"]]["learning_rate"]
+        assert run.config.optim.learning_rate in (r, 2 * r), run.name
 
 
 def test_generated_tables_match_their_results_files():

@@ -113,18 +113,23 @@ def plot(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main(source: str, out: Path) -> None:
+def load_results(source: str, out: Path, saved_as: str) -> list[dict]:
+    """The rows of a sweep directory or of its saved CSV; a sweep's are saved as `out/saved_as`."""
     path = Path(source)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_csv(path) if path.suffix == ".csv" else read_sweep(path)
     if not rows:
         sys.exit(f"{source}: no finished runs")
     if path.suffix != ".csv":
-        with (out / "tune_results.csv").open("w", newline="") as f:
+        with (out / saved_as).open("w", newline="") as f:
             writer = csv.DictWriter(f, FIELDS)
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda r: (r["budget"], r["params"], r["learning_rate"])))
-    result = tuned(rows)
+    return rows
+
+
+def main(source: str, out: Path) -> None:
+    result = tuned(load_results(source, out, "tune_results.csv"))
     (out / "tuned_lr.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "tune_loss_vs_lr.png")
     for model, r in result["models"].items():
