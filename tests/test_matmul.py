@@ -1,13 +1,18 @@
 """lmx.model.matmul: the same values and gradients as a plain product, with the weight gradient's
 operands ordered so that the smaller one is transposed."""
 
+import contextlib
+import io
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.ad_checkpoint import print_saved_residuals
 
-from lmx.model.matmul import dense_dot_general, dense_matmul
+from lmx.model import matmul as matmul_module
+from lmx.model.matmul import dense_dot_general, dense_matmul, ordered_weight_gradient
 
 
 def operands(k: int, n: int):
@@ -74,3 +79,27 @@ def test_dense_layers_use_it_and_other_contractions_fall_back():
         jnp.einsum("abk,kn->abn", x, w),
         rtol=1e-6,
     )
+
+
+def test_only_the_cpu_backend_takes_it_and_save_dots_sees_the_plain_product(monkeypatch):
+    """Elsewhere than CPU dense layers compute the plain product, which remat's save_dots policy
+    keeps for the backward; on CPU `dense_matmul` hides it from the policy (lmx.scaling.memory
+    plans both)."""
+    assert ordered_weight_gradient("cpu") and not ordered_weight_gradient("gpu") and not ordered_weight_gradient("tpu")
+    x, w, _ = operands(4, 7)
+    dense = nn.Dense(7, use_bias=False, dot_general=dense_dot_general)
+    policy = jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims
+
+    def saved(w) -> str:  # the residuals a save_dots remat of the layer keeps, as JAX lists them
+        f = jax.checkpoint(lambda w, x: jnp.tanh(dense.apply({"params": {"kernel": w}}, x)), policy=policy)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            print_saved_residuals(f, w, x)
+        return out.getvalue()
+
+    assert "f32[2,3,7] output of dot_general" not in saved(w)  # CPU: the product is recomputed
+    monkeypatch.setattr(matmul_module, "ordered_weight_gradient", lambda platform=None: False)
+    assert "f32[2,3,7] output of dot_general" in saved(w)  # elsewhere: saved
+    jaxpr = jax.make_jaxpr(lambda x: dense.apply({"params": {"kernel": w}}, x))(x)
+    assert not any(e.primitive.name == "custom_vjp_call" for e in jaxpr.jaxpr.eqns)
+    np.testing.assert_allclose(dense.apply({"params": {"kernel": w}}, x), jnp.einsum("abk,kn->abn", x, w), rtol=1e-6)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from lmx.config import ModelConfig
 from lmx.model.attention import attend, attention_mask, reference_attention, resolve_attention
-from lmx.model.matmul import dense_dot_general, dense_matmul
+from lmx.model.matmul import dense_dot_general, matmul
 from lmx.model.parametrization import forward_multipliers, scaled, weight_init
 from lmx.parallel.rules import constrain
 
@@ -52,7 +52,7 @@ class Embedding(nn.Module):
         return jnp.take(table_VxD, tokens_BxL, axis=0)
 
     def attend(self, x_BxLxD: Array) -> Array:
-        return dense_matmul(x_BxLxD, self.embedding.astype(self.dtype).T)
+        return matmul(x_BxLxD, self.embedding.astype(self.dtype).T)
 
 
 class RMSNorm(nn.Module):

@@ -8,6 +8,10 @@ When the layer widens (``N > K``: the SwiGLU gate and up projections, the vocabu
 copies the larger tensor, e.g. the ``[tokens, vocab]`` logits gradient. Here the weight gradient puts
 the smaller operand on the left instead; the result is the same dot, and the step of
 ``configs/small.py`` on CPU ran faster with it (BENCHMARKS.md).
+
+That was measured on CPU only, so dense layers take it on the CPU backend only (`matmul`); on GPU
+and TPU they compute the plain product, whose layout those compilers choose themselves, and which
+remat's ``save_dots`` policy sees as a dot.
 """
 
 from __future__ import annotations
@@ -43,6 +47,20 @@ def _backward(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
 dense_matmul.defvjp(_forward, _backward)
 
 
+def ordered_weight_gradient(platform: str | None = None) -> bool:
+    """Whether dense layers use `dense_matmul` on `platform` (default: JAX's default backend): on
+    CPU only, where its operand order was measured to help."""
+    return (platform or jax.default_backend()) == "cpu"
+
+
+def matmul(x: Array, w_KxN: Array) -> Array:
+    """``x [..., K] @ w [K, N]`` as lmx's dense layers compute it: `dense_matmul` on CPU, the plain
+    product elsewhere (decided when traced)."""
+    if ordered_weight_gradient():
+        return dense_matmul(x, w_KxN)
+    return jnp.einsum("...k,kn->...n", x, w_KxN)
+
+
 def dense_dot_general(
     lhs: Array,
     rhs: Array,
@@ -51,7 +69,7 @@ def dense_dot_general(
     preferred_element_type: jnp.dtype | None = None,
 ) -> Array:
     """``lax.dot_general`` for ``nn.Dense(dot_general=...)``: Dense's own contraction (the input's
-    last axis with a 2-D kernel's first) goes through `dense_matmul`; anything else, or a requested
+    last axis with a 2-D kernel's first) goes through `matmul`; anything else, or a requested
     precision or result type, goes to ``lax.dot_general`` unchanged."""
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
     is_dense = (
@@ -62,5 +80,5 @@ def dense_dot_general(
         and not rhs_batch
     )
     if is_dense and precision is None and preferred_element_type is None:
-        return dense_matmul(lhs, rhs)
+        return matmul(lhs, rhs)
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)

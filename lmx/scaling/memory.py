@@ -15,8 +15,9 @@ checks against `compiled.memory_analysis()`:
   largest working set (one layer's, or the logits').
 - ``model.remat``: ``none`` saves everything (six MLP-wide tensors per layer, SwiGLU or GELU, six
   of the residual stream's width, q, k, v, and the attention's); ``full`` the block input only;
-  ``save_dots`` the block input and the attention projections (the MLP's matmuls have a custom
-  gradient, `lmx.model.matmul`, which the policy does not count as dots).
+  ``save_dots`` the block input and the attention projections (on CPU the MLP's matmuls have a
+  custom gradient, `lmx.model.matmul`, which the policy does not count as dots; elsewhere they are
+  plain dots and their outputs are saved too).
 - Reference attention saves float32 ``[B, H, L, S]`` logits and probabilities per layer, and the
   step broadcasts its mask once (three more such tensors). Chunked attention saves its output and
   log-sum-exp and works on one padded key block; so does cuDNN's (``dot_product`` on a GPU in 16
@@ -254,10 +255,12 @@ def activation_bytes(cfg: Config, mesh: AbstractMesh, attention: str, platform: 
         saved = w.stream  # the block input only
         work = remat_work
     else:
-        # save_dots: the block input and the attention projections' outputs (q, k, v, out). The
-        # MLP's matmuls go through lmx.model.matmul's custom gradient, which the policy does not
-        # see as dots: they are recomputed.
+        # save_dots: the block input and the attention projections' outputs (q, k, v, out). On
+        # CPU the MLP's matmuls go through lmx.model.matmul's custom gradient, which the policy
+        # does not see as dots: they are recomputed. Elsewhere they are plain dots, saved too.
         saved = 2 * w.stream + w.q + 2 * w.kv
+        if platform != "cpu":
+            saved += (2 if m.mlp == "swiglu" else 1) * w.hidden + w.stream  # up (and gate), down
         work = remat_work
     return m.n_layers * saved + work + masks
 
