@@ -32,23 +32,23 @@ def _budget(x: float) -> str:
     return f"{x:.0e}".replace("e+", "e")
 
 
-def _best_per_budget(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+def _by_budget_and_size(rows: list[dict[str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """(label, point) by budget, then N; the label of each budget's lowest loss in bold."""
     best: dict[str, dict[str, str]] = {}
     for p in rows:
         if p["budget"] not in best or float(p["loss"]) < float(best[p["budget"]]["loss"]):
             best[p["budget"]] = p
-    return best
+    ordered = sorted(rows, key=lambda p: (float(p["budget"]), float(p["N"])))
+    return [(f"**{p['name']}**" if best[p["budget"]] is p else p["name"], p) for p in ordered]
 
 
 def stdlib_runs() -> Table:
-    rows = points(STDLIB)
-    best = _best_per_budget(rows)
     out = []
-    for p in sorted(rows, key=lambda p: (float(p["budget"]), float(p["N"]))):
+    for name, p in _by_budget_and_size(points(STDLIB)):
         n, d = float(p["N"]), float(p["D"])
         out.append(
             [
-                f"**{p['name']}**" if best[p["budget"]] is p else p["name"],
+                name,
                 f"{n:,.0f}",
                 f"{int(p['steps']):,}",
                 f"{d:,.0f}",
@@ -63,14 +63,12 @@ def stdlib_runs() -> Table:
 
 def tuned_runs() -> Table:
     """Each (budget, size) at its best rate beside isoflop_stdlib's loss at 3e-3."""
-    rows = points(TUNED)
-    best = _best_per_budget(rows)
     out = []
-    for p in sorted(rows, key=lambda p: (float(p["budget"]), float(p["N"]))):
+    for name, p in _by_budget_and_size(points(TUNED)):
         loss, stdlib = float(p["loss"]), float(p["stdlib_loss"])
         out.append(
             [
-                f"**{p['name']}**" if best[p["budget"]] is p else p["name"],
+                name,
                 f"{float(p['N']):,.0f}",
                 f"{float(p['D']) / float(p['N']):.1f}",
                 len(p["rates"].split()),

@@ -214,7 +214,10 @@ ISOFLOP_TUNED_BUDGET = Budget(
             "python experiments/isoflop_tuned/analyse_tune.py runs/sweeps/isoflop_tune",
             "needs the tuning sweep's runs; the next command analyses the results it saved",
         ),
-        ("lmx sweep experiments/isoflop_tuned/sweep.py", "70 minutes of training; its results are committed"),
+        (
+            "lmx sweep experiments/isoflop_tuned/sweep.py",
+            "52 minutes of training (two sweep processes); its results are committed",
+        ),
         (
             "python experiments/isoflop_tuned/analyse.py runs/sweeps/isoflop_tuned",
             "needs the sweep's runs; a later command analyses the results it saved",

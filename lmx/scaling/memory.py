@@ -57,6 +57,7 @@ from lmx.config import Config, MeshConfig
 from lmx.errors import ConfigError
 from lmx.model.attention import resolve_attention
 from lmx.model.flops import flops_per_token, tokens_per_step
+from lmx.model.matmul import ordered_weight_gradient
 from lmx.parallel.hardware import KNOWN_PEAK_FLOPS
 from lmx.parallel.mesh import resolve_mesh_shape
 from lmx.parallel.rules import mesh_axes_for, rules_table
@@ -259,7 +260,7 @@ def activation_bytes(cfg: Config, mesh: AbstractMesh, attention: str, platform: 
         # CPU the MLP's matmuls go through lmx.model.matmul's custom gradient, which the policy
         # does not see as dots: they are recomputed. Elsewhere they are plain dots, saved too.
         saved = 2 * w.stream + w.q + 2 * w.kv
-        if platform != "cpu":
+        if not ordered_weight_gradient(platform):
             saved += (2 if m.mlp == "swiglu" else 1) * w.hidden + w.stream  # up (and gate), down
         work = remat_work
     return m.n_layers * saved + work + masks
