@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, write_results
+from common import RESULTS, provenance, write_results
 from doc_commands import ROOT, Budget, markdown_commands, markdown_sections, prepare_directory, run_sequence
 
 GUIDE = ROOT / "docs" / "USER_GUIDE.md"
 POST_TRAINING = "Post-training: SFT, preference optimisation, reward models, RL"
 RECALL = "lmx data icl-task data/icl"  # the first command of the guide's recall-task recipe
+PAYLOAD_KEYS = ("commands", "wall_s", "runs", "recipe_provenance")
 INSTALLED = ("python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/lmx", "lmx", "installed")
 
 
@@ -62,8 +63,8 @@ def main() -> int:
         nargs="+",
         choices=list(recipes()),
         help="run only these recipes (in a new directory) and replace their entries in an existing "
-        "recipes.json, e.g. to measure again one that shared the machine; the file's provenance becomes "
-        "this run's",
+        "recipes.json, e.g. to measure again one that shared the machine; their provenance (date, commit, "
+        "machine) is recorded beside the file's, which stays the other recipes'",
     )
     args = parser.parse_args()
     directory = prepare_directory(args.dir or Path(tempfile.mkdtemp(prefix="lmx-recipes-")))
@@ -79,11 +80,21 @@ def main() -> int:
         for r in ran:
             print(f"{r.seconds:7.1f} s  {r.command.where}  {r.command.text}", flush=True)
     runs = {p.name: run_results(p) for p in sorted((directory / "runs").iterdir()) if (p / "metrics.jsonl").is_file()}
+    payload = {"commands": commands, "wall_s": wall, "runs": runs}
     if args.only:
         previous = json.loads((args.out / "recipes.json").read_text())
-        commands, wall = {**previous["commands"], **commands}, {**previous["wall_s"], **wall}
-        runs = {**previous["runs"], **runs}
-    path = write_results("recipes", {"commands": commands, "wall_s": wall, "runs": runs}, args.out)
+        measured = {name: provenance() for name in args.only}
+        payload = {
+            **{key: value for key, value in previous.items() if key not in PAYLOAD_KEYS},
+            "recipe_provenance": {**previous.get("recipe_provenance", {}), **measured},
+            "commands": {**previous["commands"], **commands},
+            "wall_s": {**previous["wall_s"], **wall},
+            "runs": {**previous["runs"], **runs},
+        }
+        path = args.out / "recipes.json"
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    else:
+        path = write_results("recipes", payload, args.out)
     print(f"wrote {path}")
     return 0
 

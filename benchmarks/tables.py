@@ -40,6 +40,13 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
+def recipe_provenance(results: dict[str, Any], recipe: str) -> str:
+    """The provenance line of one recipe of recipes.json: its own when it was measured again alone
+    (`benchmarks/recipes.py --only`), else the file's."""
+    own = results.get("recipe_provenance", {}).get(recipe, {})
+    return provenance({**results, **own}, "benchmarks/results/recipes.json")
+
+
 def provenance(results: dict[str, Any], source: str, recorded: str = "") -> str:
     """The line under every generated table: when, on what, against which ceiling. `recorded`: the
     date the docs gave for a results file written before results carried their provenance."""
@@ -89,7 +96,7 @@ def main_job() -> str:
         f"- The final validation loss was {final['eval/loss']:.4f} nats per token, against "
         f"{s['unigram_loss']:.3f} for a unigram model of the corpus.\n"
         f"- That is **{final['eval/bits_per_byte']:.4f} bits per byte** over the whole held-out split "
-        f"({final['eval/bytes']:,} bytes).\n\n" + provenance(r, "benchmarks/results/recipes.json")
+        f"({final['eval/bytes']:,} bytes).\n\n" + recipe_provenance(r, "main_job")
     )
 
 
@@ -142,7 +149,7 @@ def post_training() -> str:
         + f"\nDPO's held-out margin was {first['eval/margin']:.2f} at step {first['step']} and "
         f"{last['eval/margin']:.2f} at step {last['step']}; the policy's log-probability of the chosen "
         f"answers moved {last['eval/chosen_logp_gap']:+.2f} nats per response from the reference's, of the "
-        f"rejected ones {last['eval/rejected_logp_gap']:+.2f}.\n\n" + provenance(r, "benchmarks/results/recipes.json")
+        f"rejected ones {last['eval/rejected_logp_gap']:+.2f}.\n\n" + recipe_provenance(r, "post_training")
     )
 
 
@@ -150,11 +157,7 @@ def recall() -> str:
     r = load("recipes")
     rows = _evaluation(r["runs"]["icl_tiny"], "eval-task-")  # a list: one row per shot count
     cells = [[row["shots"], f"{row['accuracy']:.3f}", row["items"]] for row in rows]
-    return (
-        table(["shots", "accuracy (summed log-prob)", "items"], cells)
-        + "\n"
-        + provenance(r, "benchmarks/results/recipes.json")
-    )
+    return table(["shots", "accuracy (summed log-prob)", "items"], cells) + "\n" + recipe_provenance(r, "recall")
 
 
 # -------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_interrupted_sweep_resumes_only_unfinished_runs_and_reports_failures(tmp
 
     data_dir = tmp_path / "data"
     sweep_file = tmp_path / "sweep.py"
-    sweep_file.write_text(SWEEP.format(corpus=CORPUS, data_dir=str(data_dir), long_steps=3000))
+    sweep_file.write_text(SWEEP.format(corpus=CORPUS, data_dir=str(data_dir), long_steps=1000))
     out = tmp_path / "sweep"
     # Children train on one CPU device each (not the 8 forced for this test process).
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -83,7 +83,7 @@ def test_interrupted_sweep_resumes_only_unfinished_runs_and_reports_failures(tmp
     long_log = (out / "logs" / "long.log").read_text()
     assert "resumed from" in long_log
     summary = json.loads((out / "long" / "summary.json").read_text())
-    assert summary["steps"] == 3000
+    assert summary["steps"] == 1000
     # Every run carries its sweep: the wandb group and its coordinates.
     config = json.loads((out / "a" / "config.json").read_text())
     assert config["sweep"]["name"] == "launch-test" and config["log"]["wandb"]["group"] == "launch-test"
