@@ -80,7 +80,11 @@ def test_generate_answers_an_sft_run_through_the_chat_template(sft_run, capsys, 
 
 def test_dpo_separates_held_out_pairs_and_the_margin_grows(full_run, sft_run, judged, tmp_path, cpu_devices):
     pretrain_cfg, _, _ = full_run
-    cfg = post_config(pretrain_cfg, "preference", sft_run, "preference", judged, steps=600, lr=1e-3)
+    # Batch 16 (measured 2026-12-04, outside pytest): held-out margins 1.85, 3.11, 3.76, 4.26 at
+    # steps 150-600 and accuracy 0.984 -> 1.0, in 16 s of training; batch 32 gave 2.20 -> 4.96 in 33 s.
+    cfg = post_config(
+        pretrain_cfg, "preference", sft_run, "preference", judged, steps=600, lr=1e-3, **{"train.batch_size": 16}
+    )
     result = train(cfg, tmp_path, devices=cpu_devices[:1])
     evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     margins = [row["eval/margin"] for row in evals if "eval/margin" in row]
