@@ -30,7 +30,7 @@ from common import add_common_arguments, block, parse_args, write_results
 
 from lmx.config import Config, load_config
 from lmx.decode.generate import Generator
-from lmx.model.attention import IMPLEMENTATIONS, resolve_attention
+from lmx.model.attention import IMPLEMENTATIONS, native_implementations, resolve_attention
 from lmx.model.flops import flops_per_token, tokens_per_step
 from lmx.parallel.hardware import peak_flops, time_matmul_flops
 from lmx.scaling.memory import estimate_memory
@@ -123,9 +123,9 @@ def main() -> None:
         "--attention",
         nargs="*",
         choices=IMPLEMENTATIONS,
-        default=list(IMPLEMENTATIONS),
-        help="implementations timed on the first config (none: only the configs' own; one process per "
-        "config keeps each peak memory its own)",
+        default=list(native_implementations(jax.default_backend())),
+        help="implementations timed on the first config (default: those compiled on this backend, splash "
+        "only on TPU; none: only the configs' own; one process per config keeps each peak memory its own)",
     )
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config (model.remat=save_dots)"

@@ -23,7 +23,7 @@ import numpy as np
 from common import add_common_arguments, block, parse_args, write_results
 
 from lmx.config import load_config
-from lmx.model.attention import IMPLEMENTATIONS
+from lmx.model.attention import native_implementations
 from lmx.train.setup import setup_training, synthetic_batch
 
 
@@ -66,18 +66,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     add_common_arguments(parser)
     args = parse_args(parser, smoke_defaults={"lengths": [64], "block": 32, "repeats": 1})
-    runs = [measure(name, n, args) for name in IMPLEMENTATIONS for n in args.lengths]
+    runs = [measure(name, n, args) for name in native_implementations(jax.default_backend()) for n in args.lengths]
     # configs/tiny.py itself (4 layers, batch 32 x 128 tokens): which is fastest at short lengths.
     # A smoke run times its one short length instead (the same function, without three compiles).
     if args.smoke:
         tiny = {r["attention"]: r["step_s"] for r in runs if r["length"] == args.lengths[0]}
     else:
-        tiny = {name: timed_step(name, [], args)["step_s"] for name in IMPLEMENTATIONS}
+        tiny = {name: timed_step(name, [], args)["step_s"] for name in native_implementations(jax.default_backend())}
     first, last = args.lengths[0], args.lengths[-1]
     growth = {
         name: next(r["temp_bytes"] for r in runs if r["attention"] == name and r["length"] == last)
         / next(r["temp_bytes"] for r in runs if r["attention"] == name and r["length"] == first)
-        for name in IMPLEMENTATIONS
+        for name in native_implementations(jax.default_backend())
     }
     payload = {
         "layers": 1,

@@ -19,7 +19,12 @@ from lmx.parallel import make_mesh
 from lmx.train.run_dir import check_same_model
 from lmx.train.setup import setup_training, synthetic_batch
 
-IMPLEMENTATIONS = ["dot_product", "chunked"]
+# splash runs TPU's Pallas kernel in interpret mode here (and says so in a warning).
+IMPLEMENTATIONS = [
+    "dot_product",
+    "chunked",
+    pytest.param("splash", marks=pytest.mark.filterwarnings("ignore:model.attention=splash")),
+]
 BLOCK = 16
 L = 37  # not a multiple of the block
 
@@ -115,6 +120,25 @@ def test_auto_resolves_by_platform_and_decodes_with_the_reference():
     assert [resolve_attention("auto", p) for p in ("cpu", "gpu", "tpu")] == ["reference", "dot_product", "chunked"]
     assert resolve_attention("auto", "gpu", decoding=True) == "reference"
     assert resolve_attention("chunked", "cpu", decoding=True) == "chunked"
+    with pytest.warns(UserWarning, match="^model.attention=splash: decoding with a KV cache uses the reference"):
+        assert resolve_attention("splash", "tpu", decoding=True) == "reference"
+    assert resolve_attention("splash", "tpu") == "splash"
+
+
+def test_splash_pads_rows_to_whole_128_blocks_and_warns_off_tpu():
+    from lmx.model.splash_attention import splash_attention, splash_block
+
+    assert [splash_block(b, n) for b, n in ((16, 37), (512, 37), (512, 300), (100, 1000), (512, 4096))] == [
+        128,
+        128,
+        384,
+        128,
+        512,
+    ]
+    q = jnp.ones((1, 5, 2, 8))
+    with pytest.warns(UserWarning, match="^model.attention=splash: TPU's Pallas kernel runs in interpret mode on cpu"):
+        out = splash_attention(q, q[:, :, :1], q[:, :, :1], jnp.ones((1, 5), jnp.int32), 16)
+    np.testing.assert_allclose(out, 1.0, rtol=1e-6)  # equal values: every query averages ones
 
 
 def train_step_temp_bytes(attention: str, length: int, cpu_devices) -> int:

@@ -76,8 +76,9 @@ class ModelConfig:
     remat: Literal["none", "full", "save_dots"] = "none"
     # Attention implementation (lmx.model.attention): "auto" = dot_product (cuDNN flash attention)
     # on GPU, chunked on TPU, reference on CPU; "chunked" holds O(L * attention_block) memory.
-    attention: Literal["auto", "reference", "dot_product", "chunked"] = "auto"
-    attention_block: int = 512  # keys per block of the chunked implementation
+    # "splash" is TPU's Pallas kernel (interpret mode elsewhere: for tests).
+    attention: Literal["auto", "reference", "dot_product", "chunked", "splash"] = "auto"
+    attention_block: int = 512  # keys per block of chunked and splash (splash: rounded up to 128s)
     init_std: float = 0.02
     # How initialisation, forward multipliers and per-parameter optimizer settings scale with width
     # and depth (lmx.model.parametrization). At the base shape "mup" and "completep" equal "sp";

@@ -16,8 +16,10 @@ not a mask, so that a kernel can build its own block masks.
   cache uses the reference on every backend (one query per step is already O(S) memory, and the
   reference reads the cache in place without concatenating).
 
-TPU's splash-attention Pallas kernel is not wired in: it needs a TPU to be tested; ``chunked`` runs
-there meanwhile.
+- ``splash``: TPU's splash-attention Pallas kernel (`lmx.model.splash_attention`), with packing and
+  GQA; compiled on TPU, in Pallas' interpret mode elsewhere (exact and slow: how the tests check it).
+  Not yet measured on a TPU, so ``auto`` runs ``chunked`` there. Its masks are static, so decoding
+  with a KV cache falls back to the reference, with a warning.
 
 Tensor names carry their shapes: B batch, L queries, S keys, H query heads, K kv heads, G = H / K,
 E head dim.
@@ -35,13 +37,25 @@ from lmx.model.chunked_attention import chunked_attention
 
 Array = jax.Array
 
-AttentionName = Literal["auto", "reference", "dot_product", "chunked"]
-IMPLEMENTATIONS = ("reference", "dot_product", "chunked")
+AttentionName = Literal["auto", "reference", "dot_product", "chunked", "splash"]
+IMPLEMENTATIONS = ("reference", "dot_product", "chunked", "splash")
 _AUTO = {"gpu": "dot_product", "tpu": "chunked"}  # every other platform: reference
+
+
+def native_implementations(platform: str) -> tuple[str, ...]:
+    """The implementations that run compiled on `platform`: splash only on TPU (elsewhere Pallas
+    interprets it, too slowly to benchmark)."""
+    return tuple(name for name in IMPLEMENTATIONS if name != "splash" or platform == "tpu")
 
 
 def resolve_attention(name: str, platform: str, decoding: bool = False) -> str:
     """The implementation ``model.attention=name`` runs on ``platform`` ("cpu", "gpu", "tpu")."""
+    if name == "splash" and decoding:
+        warnings.warn(
+            "model.attention=splash: decoding with a KV cache uses the reference (splash's masks are static)",
+            stacklevel=2,
+        )
+        return "reference"
     if name != "auto":
         return name
     return "reference" if decoding else _AUTO.get(platform, "reference")
@@ -132,6 +146,12 @@ def attend(
 ) -> Array:
     """Causal grouped-query attention of L queries over S keys by the implementation ``name``
     (already resolved): queries see keys of their own segment at stream indices up to their own."""
+    if name == "splash":
+        if q_BxLxHxE.shape[1] != k_BxSxKxE.shape[1]:
+            raise ValueError("model.attention=splash attends L queries to the same L keys (no KV cache)")
+        from lmx.model.splash_attention import splash_attention  # imports Pallas only when asked for
+
+        return splash_attention(q_BxLxHxE, k_BxSxKxE, v_BxSxKxE, q_segments_BxL, block)
     if name == "chunked":
         args = (q_segments_BxL, kv_segments_BxS, q_index_BxL, kv_index_BxS)
         return chunked_attention(q_BxLxHxE, k_BxSxKxE, v_BxSxKxE, *args, block)

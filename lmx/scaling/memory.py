@@ -233,8 +233,9 @@ def activation_bytes(cfg: Config, mesh: AbstractMesh, attention: str, platform: 
     n_hidden = 6  # MLP-wide residuals per layer, swiglu's as gelu's (measured)
     recompute = 8 if m.mlp == "swiglu" else 5  # MLP-wide buffers of one layer recomputed, with gradients
     # cuDNN's flash attention (dot_product on a GPU in 16 bits) keeps its blocks on chip.
-    if attention == "chunked" or (attention == "dot_product" and platform == "gpu" and _half(cfg)):
-        block = m.attention_block if attention == "chunked" else 0  # keys are padded to whole blocks
+    # Splash (TPU's Pallas kernel) saves the same; counted with chunked's block, as it runs off TPU.
+    if attention in ("chunked", "splash") or (attention == "dot_product" and platform == "gpu" and _half(cfg)):
+        block = m.attention_block if attention in ("chunked", "splash") else 0  # keys padded to whole blocks
         attn_saved = w.q + 2 * w.lse  # the output, the log-sum-exp (and the running max)
         attn_work = 4 * block * w.lse  # one key block's logits and probabilities, forward and back
         masks = 0
