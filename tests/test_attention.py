@@ -172,3 +172,28 @@ def test_a_checkpoint_restores_under_another_attention_or_dtype_but_not_another_
     check_same_model(tmp_path, meta, tiny_config(**{"model.attention": "chunked", "model.dtype": "bfloat16"}))
     with pytest.raises(CheckpointError, match=r"different model \(model.d_model: 32 -> 64\)"):
         check_same_model(tmp_path, meta, tiny_config(**{"model.d_model": 64}))
+
+
+@pytest.mark.filterwarnings("ignore:model.attention=splash")
+@pytest.mark.parametrize("heads", [(4, 2), (4, 1)], ids=["gqa", "mqa"])
+def test_splash_on_a_2x2x2_mesh_trains_as_the_reference_on_one_device(cpu_devices, heads):
+    """Under a step's mesh the kernel runs one shard at a time (a shard_map over fsdp and tensor, as
+    a Mosaic kernel needs on TPU): the loss and the updated parameters are the reference's. With
+    MQA the one kv head cannot split over tensor, so neither are the query heads."""
+    h, kv = heads
+    base = tiny_config(**{"model.n_heads": h, "model.n_kv_heads": kv, "train.batch_size": 8})
+    batch = synthetic_batch(np.random.default_rng(0), 8, base.data.seq_len, base.model.vocab_size)
+    batch["segment_ids"] = np.asarray(packed_segments(8, base.data.seq_len))
+
+    def one_step(attention, mesh, devices):
+        cfg = base.replace(**{"model.attention": attention, "mesh.data": mesh[0], "mesh.fsdp": mesh[1]})
+        cfg = cfg.replace(**{"mesh.tensor": mesh[2]})
+        setup = setup_training(cfg, devices)
+        state, metrics = setup.make_step()(setup.state, batch)
+        return float(metrics["loss"]), jax.device_get(state.params)
+
+    loss_ref, params_ref = one_step("reference", (1, 1, 1), cpu_devices[:1])
+    loss, params = one_step("splash", (2, 2, 2), cpu_devices)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(params_ref), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)

@@ -15,13 +15,15 @@ been measured on a TPU (none was available); ``auto`` stays ``chunked`` there un
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+from jax.sharding import PartitionSpec
+
+from lmx.parallel.rules import active_placement
 
 Array = jax.Array
 
@@ -35,10 +37,9 @@ def splash_block(block: int, length: int) -> int:
     return min(rounded, -(-length // LANES) * LANES)
 
 
-@functools.lru_cache(maxsize=32)
 def _kernel(heads: int, length: int, block: int, interpret: bool) -> splash.SplashAttentionKernel:
-    """The causal kernel of `heads` query heads over `length` rows (built once per shape: the mask's
-    block tables are computed in NumPy)."""
+    """The causal kernel of `heads` query heads over `length` rows. Built anew in every trace: it
+    holds its block tables as arrays, and a kernel cached across traces leaked their tracers."""
     mask = masks.MultiHeadMask([masks.CausalMask((length, length)) for _ in range(heads)])
     sizes = splash.BlockSizes(
         block_q=block,
@@ -50,9 +51,7 @@ def _kernel(heads: int, length: int, block: int, interpret: bool) -> splash.Spla
         block_q_dq=block,
         block_kv_dq=block,
     )
-    # Concrete block tables even when first built inside a trace: the cache outlives it.
-    with jax.ensure_compile_time_eval():
-        return splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret)
+    return splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret)
 
 
 def splash_attention(
@@ -73,7 +72,7 @@ def splash_attention(
             f"model.attention=splash: TPU's Pallas kernel runs in interpret mode on {platform} (exact, slow)",
             stacklevel=3,
         )
-    _, length, h, e = q_BxLxHxE.shape
+    length, e = q_BxLxHxE.shape[1], q_BxLxHxE.shape[3]
     size = splash_block(block, length)
     padded = -(-length // size) * size
 
@@ -84,8 +83,44 @@ def splash_attention(
     q_BxHxPxE = pad(q_BxLxHxE * jnp.asarray(e**-0.5, q_BxLxHxE.dtype)).swapaxes(1, 2)
     k_BxKxPxE, v_BxKxPxE = (pad(x).swapaxes(1, 2) for x in (k_BxLxKxE, v_BxLxKxE))
     segments_BxP = pad(segments_BxL)
-    kernel = _kernel(h, padded, size, interpret)
-    segment_ids = splash.SegmentIds(q=segments_BxP, kv=segments_BxP)
-    out_BxHxPxE = jax.vmap(kernel)(q_BxHxPxE, k_BxKxPxE, v_BxKxPxE, segment_ids=segment_ids)
+    out_BxHxPxE = _per_shard(q_BxHxPxE, k_BxKxPxE, v_BxKxPxE, segments_BxP, size, interpret)
     out_BxLxHxE = out_BxHxPxE.swapaxes(1, 2)[:, :length]
     return jnp.where((segments_BxL != 0)[:, :, None, None], out_BxLxHxE, 0).astype(q_BxLxHxE.dtype)
+
+
+def _per_shard(q_BxHxPxE: Array, k_BxKxPxE: Array, v_BxKxPxE: Array, segments_BxP: Array, size: int, interpret: bool):
+    """The kernel over the batch, under a step's mesh one shard at a time: XLA cannot partition a
+    Mosaic kernel itself, so rows (by the "batch" rule) and heads (by "heads" and "kv_heads") are
+    split by a `shard_map` over the mesh's automatic axes. Heads are split only when query and kv
+    heads split alike, so that each shard's query heads keep their own kv heads."""
+
+    def kernel(q_BxHxPxE, k_BxKxPxE, v_BxKxPxE, segments_BxP):
+        run = _kernel(q_BxHxPxE.shape[1], q_BxHxPxE.shape[2], size, interpret)
+        segment_ids = splash.SegmentIds(q=segments_BxP, kv=segments_BxP)
+        return jax.vmap(run)(q_BxHxPxE, k_BxKxPxE, v_BxKxPxE, segment_ids=segment_ids)
+
+    arrays = (q_BxHxPxE, k_BxKxPxE, v_BxKxPxE, segments_BxP)
+    names = [("batch", "heads"), ("batch", "kv_heads"), ("batch", "kv_heads"), ("batch",)]
+    specs = active_placement(names, [x.shape[: len(n)] for x, n in zip(arrays, names, strict=True)])
+    if specs is None:  # no mesh in context: one device, or the caller's own map
+        return kernel(*arrays)
+    q_spec, kv_spec, _, rows_spec = (tuple(spec) + (None,) * (2 - len(spec)) for spec in specs)
+    rows = rows_spec[0]
+    heads = q_spec[1] if q_spec[1] == kv_spec[1] else None
+    if heads is not None and rows is not None and set(_names(heads)) & set(_names(rows)):
+        heads = None
+    if rows is None and heads is None:
+        return kernel(*arrays)
+    axes = {*_names(rows), *_names(heads)}
+    qkv = PartitionSpec(rows, heads)
+    return jax.shard_map(
+        kernel,
+        in_specs=(qkv, qkv, qkv, PartitionSpec(rows)),
+        out_specs=qkv,
+        axis_names=axes,
+        check_vma=False,
+    )(*arrays)
+
+
+def _names(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)

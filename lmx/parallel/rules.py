@@ -54,6 +54,18 @@ def activation_rules(rules: Rules) -> Iterator[None]:
         _ACTIVE_RULES.reset(token)
 
 
+def active_placement(
+    names: Sequence[Sequence[str | None]], shapes: Sequence[Sequence[int]]
+) -> list[PartitionSpec] | None:
+    """PartitionSpecs of arrays with logical axis `names` and `shapes` under `activation_rules` and
+    the abstract mesh in context (what `constrain` would place them by); None when either is unset."""
+    rules = _ACTIVE_RULES.get()
+    mesh = jax.sharding.get_abstract_mesh()
+    if rules is None or mesh.empty:
+        return None
+    return [mesh_axes_for(n, shape, mesh, rules) for n, shape in zip(names, shapes, strict=True)]
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """Sharding constraint by logical names, under `activation_rules` and the abstract mesh in
     context; a no-op when either is unset (plain single-device use)."""
