@@ -3,6 +3,8 @@ decode throughput and peak memory, on whatever backend JAX finds.
 
     python benchmarks/accelerator.py [--configs lm_125m lm_350m lm_1b3] [--steps 5] [--out DIR]
     python benchmarks/accelerator.py --smoke [--out DIR]   # tiny widths: the script works end to end
+    python benchmarks/accelerator.py --configs lm_1b3 --attention --set model.remat=save_dots --profile DIR
+        # a jax.profiler trace of the timed steps; benchmarks/trace_summary.py DIR ranks its kernels
 
 Each config of configs/gpu/ runs with its per-device work unchanged on the devices found: a mesh of
 FSDP over all of them and a batch of 32 rows per device in the config's 4 micro-batches (the 8-GPU
@@ -20,6 +22,7 @@ Writes benchmarks/results/accelerator.json (`--out DIR`: DIR/accelerator.json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -69,20 +72,23 @@ def xla_bytes(compiled) -> int:
     return m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
 
 
-def train_step(cfg: Config, steps: int) -> dict:
-    """The compiled step of `cfg` on every device: its median time, MFU and memory."""
+def train_step(cfg: Config, steps: int, profile: str | None = None) -> dict:
+    """The compiled step of `cfg` on every device: its median time, MFU and memory. `profile`: a
+    directory for a `jax.profiler` trace (with a Perfetto JSON) of the timed steps."""
     devices = jax.devices()
     setup = setup_training(cfg, devices)
     batch = synthetic_batch(np.random.default_rng(0), cfg.train.batch_size, cfg.data.seq_len, cfg.model.vocab_size)
     start = time.perf_counter()
     compiled = setup.make_step().lower(setup.state, batch).compile()
     compile_s = time.perf_counter() - start
+    print(f"{cfg.name} attention={cfg.model.attention}: compiled in {compile_s:.1f} s", flush=True)
     state, metrics = block(compiled(setup.state, batch))  # warm-up: its loss compares implementations
     times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        state, _ = block(compiled(state, batch))
-        times.append(time.perf_counter() - start)
+    with jax.profiler.trace(profile, create_perfetto_trace=True) if profile else contextlib.nullcontext():
+        for _ in range(steps):
+            start = time.perf_counter()
+            state, _ = block(compiled(state, batch))
+            times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     flops = flops_per_token(cfg.model, cfg.data.seq_len, "executed") * tokens_per_step(cfg)
     peak = peak_flops(devices)
@@ -130,12 +136,13 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config (model.remat=save_dots)"
     )
+    parser.add_argument("--profile", metavar="DIR", help="a jax.profiler trace of the first config's timed steps")
     add_common_arguments(parser)
     args = parse_args(parser, smoke_defaults={"configs": ["lm_125m"], "steps": 2, "new_tokens": 8})
     runs = []
     for name in args.configs:
         cfg = config(name, args, *args.set)
-        row = {"config": name, "overrides": args.set, **train_step(cfg, args.steps)}
+        row = {"config": name, "overrides": args.set, **train_step(cfg, args.steps, args.profile if not runs else None)}
         params = row.pop("params")
         row["decode_tokens_per_s"] = decode(cfg, params, 8, args.new_tokens) if args.new_tokens else None
         runs.append(row)

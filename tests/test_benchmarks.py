@@ -120,9 +120,9 @@ def recorded_results() -> dict[str, str]:
 
 
 def test_every_benchmark_has_a_smoke_test():
-    # Not benchmarks: shared code, and the documented recipes at full budget, whose commands
-    # tests/test_docs_*.py run at tiny budgets.
-    shared = {"common", "doc_commands", "recipes", "tables", "isoflop_tables"}
+    # Not benchmarks: shared code, a trace reader (tests/test_profile.py), and the documented
+    # recipes at full budget, whose commands tests/test_docs_*.py run at tiny budgets.
+    shared = {"common", "doc_commands", "recipes", "tables", "isoflop_tables", "trace_summary"}
     scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - shared
     assert scripts == set(KEYS)
 

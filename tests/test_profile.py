@@ -1,6 +1,7 @@
 """`lmx train --profile START:STOP` writes a jax.profiler trace of those steps into the run directory."""
 
 import pytest
+import trace_summary
 from conftest import loop_config
 
 from lmx.cli import main
@@ -17,6 +18,10 @@ def test_a_profiled_run_writes_a_trace_of_its_steps(loop_config_file, tmp_path, 
     assert len(traces) == 1, traces
     data = traces[0].read_bytes()
     assert b"jit_step" in data or b"jit(step)" in data  # the compiled step ran inside the trace
+    # benchmarks/trace_summary.py reads the trace's JSON: the traced steps' calls are there.
+    time_us, count = trace_summary.device_time(tmp_path / "profile")
+    steps = {name: n for (_, name), n in count.items() if "jit(step)" in name}
+    assert sum(steps.values()) >= 2 and all(time_us[k] > 0 for k in time_us if "jit(step)" in k[1]), sorted(count)[:40]
 
 
 @pytest.mark.parametrize("text", ["5", "4:4", "0:3", "a:b"])

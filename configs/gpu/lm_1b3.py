@@ -4,9 +4,10 @@ Planned with `lmx plan` on 2026-12-03 (8 x H100, 45% MFU, issue 20's target; the
 measured on a GPU): 38.79 GiB per device, 1.33 s per step, 18.4 h for the run. Most of the memory is
 one micro-batch's logits, which XLA keeps whole on every fsdp device on CPU meshes, where the
 planner is checked (BENCHMARKS.md, memory planner).
-Measured on one H200 on 2026-12-04 with the same work per device (32 rows in 4 micro-batches, a mesh
-of one device; BENCHMARKS.md): 1.54 s per step, 38.7% MFU, 27.44 GiB (XLA's total; the allocator's
-peak agrees).
+Measured on one H200 on 2026-12-04 with the same work per device (32 rows, a mesh of one device;
+BENCHMARKS.md): 1.55 s per step, 38.6% MFU, 27.44 GiB (XLA's total; the allocator's peak agrees).
+With `--set model.remat=save_dots train.micro_batches=1`: 1.31 s, 45.4% MFU, 88.00 GiB, which fits
+an H200 but not the 80 GB H100s this config is sized for.
 
 Train on your own text (the built-in corpus is 2 MB, a smoke test at this size):
 
