@@ -51,7 +51,15 @@ GUIDE_BUDGET = Budget(
         # main job evaluates the whole split through the same evaluator (its test checks the count).
         (r"^lmx eval runs/tiny( --text \S+)?$", "--batches 4"),
     ),
-    replace=(INSTALLED, ("log.wandb.mode=online", "log.wandb.mode=offline", "no network or API key in CI")),
+    replace=(
+        INSTALLED,
+        ("log.wandb.mode=online", "log.wandb.mode=offline", "no network or API key in CI"),
+        (
+            f"{ISOFLOP_TINY_SWEEP} --dry-run",
+            f"{ISOFLOP_TINY_SWEEP} --dry-run --no-measure",
+            "timing 8 model shapes took 57 s (2026-12-04); tests/test_sweep.py runs a measuring dry run",
+        ),
+    ),
     skip=(
         (ISOFLOP_TINY_SWEEP, "16 runs, minutes; tests/test_launch.py runs the local launcher on small sweeps"),
         (
@@ -141,7 +149,7 @@ CONFIG_BUDGET = Budget(
         (
             "lmx sweep configs/sweeps/lr_ladder.py --dry-run",
             "lmx sweep configs/sweeps/lr_ladder.py --dry-run --no-measure",
-            "timing a step of each shape takes half a minute; the user guide's scaling test runs a measuring dry run",
+            "timing a step of each shape takes half a minute; tests/test_sweep.py runs a measuring dry run",
         ),
     ),
     skip=(
@@ -170,7 +178,7 @@ ISOFLOP_BUDGET = Budget(
         (
             "lmx sweep experiments/isoflop_stdlib/sweep.py --dry-run",
             "lmx sweep experiments/isoflop_stdlib/sweep.py --dry-run --no-measure",
-            "timing a step of each shape takes a minute; the user guide's scaling test runs a measuring dry run",
+            "timing a step of each shape takes a minute; tests/test_sweep.py runs a measuring dry run",
         ),
     ),
     skip=(
@@ -191,7 +199,7 @@ MUP_TRANSFER_BUDGET = Budget(
         (
             "lmx sweep experiments/mup_transfer/sweep.py --dry-run",
             "lmx sweep experiments/mup_transfer/sweep.py --dry-run --no-measure",
-            "timing a step of each shape takes a minute; the user guide's scaling test runs a measuring dry run",
+            "timing a step of each shape takes a minute; tests/test_sweep.py runs a measuring dry run",
         ),
     ),
     skip=(
@@ -215,7 +223,7 @@ ISOFLOP_TUNED_BUDGET = Budget(
         (
             "lmx sweep experiments/isoflop_tuned/sweep.py --dry-run",
             "lmx sweep experiments/isoflop_tuned/sweep.py --dry-run --no-measure",
-            "timing a step of each shape takes a minute; the user guide's scaling test runs a measuring dry run",
+            "timing a step of each shape takes a minute; tests/test_sweep.py runs a measuring dry run",
         ),
     ),
     skip=(

@@ -1,6 +1,7 @@
 """Sweep files, IsoFLOP plans, the dry-run table and the slurm script (no training here)."""
 
 import json
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -121,6 +122,22 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     assert f"{tokens:,}" in row and f"{cfg.train.steps:,}" in row and "16.7 min" in row  # 1e12 / 1e9 s
     assert "tokens/param" in out and "est. time" in out
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_a_measuring_dry_run_times_each_model_shape_once(tmp_path, capsys):
+    """Without --flops-per-s the dry run times a few steps of each shape (the docs' dry runs pass
+    --no-measure, tests/doc_support.py): two shapes, four runs, every run estimated."""
+    path = tmp_path / "sweep.py"
+    path.write_text(SWEEP_FILE)
+    assert main(["sweep", str(path), "--dry-run", "--dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    measured = [line for line in out.splitlines() if line.startswith("measuring")]
+    assert measured == ["measuring 1 layers x d_model 32 ...", "measuring 2 layers x d_model 64 ..."]
+    assert "estimated times from the FLOP/s of timed steps of each model shape" in out
+    for run in load_sweep(path).runs():
+        row = next(line for line in out.splitlines() if line.startswith(run.name))
+        assert re.search(r" \d[\d.]* (s|min|h) ", row), row
+    assert not (tmp_path / "out").exists()
 
 
 def test_sweep_file_errors(tmp_path):

@@ -13,6 +13,7 @@ drawn from a seeded generator: the same arguments write the same files.
 
 from __future__ import annotations
 
+import functools
 import json
 import string
 from pathlib import Path
@@ -37,11 +38,12 @@ def _distinct_words(rng: np.random.Generator, n: int, length: int) -> list[str]:
     return words
 
 
-def word_pools(size: int = 64) -> tuple[list[str], list[str]]:
+@functools.cache  # drawn once per process: 4,000 episodes redrew them in 8 s
+def word_pools(size: int = 64) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The fixed pools that keys and values come from. Small pools make every word frequent enough
     to be one token, so retrieving a value is copying one token."""
     rng = np.random.default_rng(20221108)
-    return _distinct_words(rng, size, 3), _distinct_words(rng, size, 4)
+    return tuple(_distinct_words(rng, size, 3)), tuple(_distinct_words(rng, size, 4))
 
 
 def recall_episode(rng: np.random.Generator, n_keys: int = 6, n_lines: int = 24) -> str:
