@@ -50,6 +50,9 @@ GUIDE_BUDGET = Budget(
         # The whole validation split (176k tokens) took 9.1 s, 4 batches 3.3 s (2026-12-04); the README's
         # main job evaluates the whole split through the same evaluator (its test checks the count).
         (r"^lmx eval runs/tiny( --text \S+)?$", "--batches 4"),
+        # Scoring every item of a held-out file (200-600) took 4-13 s per command; the tests of
+        # lmx eval score whole files (tests/test_post_training.py, tests/test_rl.py).
+        (r"^lmx eval runs/\w+ --(task|responses|pairs|rollouts) ", "--limit 32"),
     ),
     replace=(
         INSTALLED,

@@ -13,6 +13,8 @@ import pytest
 
 from lmx.cli import main
 from lmx.config import DEFAULT_RULES, MeshConfig, ModelConfig, load_config
+from lmx.data.icl import write_recall_task
+from lmx.data.synth import write_synth_tasks
 from lmx.errors import DataError
 from lmx.infer.fewshot import ChoiceItem, ChoiceScorer, prompt_with_shots, read_choice_items
 from lmx.infer.runs import load_run
@@ -272,6 +274,30 @@ def test_pairs_eval_of_a_preference_run_breaks_down_by_task(full_run, tmp_path, 
     for task, m in written["per_task"].items():
         assert f"  task {task}: held-out loss {m['loss']:.4f}, reward accuracy {m['reward_accuracy']:.3f}" in out
         assert f"over {m['pairs']} pairs" in out
+    # --limit: the first pairs that fit.
+    assert main(["eval", str(pref), "--pairs", str(tmp_path / "pairs.jsonl"), "--limit", "6"]) == 0
+    assert json.loads(next(pref.glob("eval-pairs-*-step30.json")).read_text())["pairs"] == 6
+
+
+def test_limit_scores_only_the_first_items(full_run, tmp_path, capsys):
+    """`--limit N`, for a quick look: the first N items of an SFT file, a prompt file and a task; a
+    loss evaluation refuses it (it takes --batches)."""
+    _, run_dir, _ = full_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    files = write_synth_tasks(tmp_path / "synth", train=4, heldout=12, seed=0)
+    task = write_recall_task(tmp_path / "icl", documents=1)["task"]
+    assert main(["eval", str(run), "--responses", str(files["sft_heldout"]), "--limit", "5"]) == 0
+    assert json.loads(next(run.glob("eval-responses-*.json")).read_text())["items"] == 5
+    rollouts = ["--rollouts", str(files["sft_heldout"]), "--reward", "exact_match", "--limit", "5"]
+    assert main(["eval", str(run), *rollouts]) == 0
+    assert json.loads(next(run.glob("eval-rollouts-*.json")).read_text())["metrics"]["prompts"] == 5
+    assert main(["eval", str(run), "--task", str(task), "--limit", "7"]) == 0
+    assert json.loads(next(run.glob("eval-task-*.json")).read_text())[0]["items"] == 7
+    capsys.readouterr()
+    assert main(["eval", str(run), "--limit", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--limit 3" in err[0]
 
 
 def test_pairs_eval_of_a_reward_model_breaks_down_by_task(cpu_devices):

@@ -15,6 +15,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from lmx.errors import DataError
 
         raise DataError("give at most one of --task, --responses, --pairs, --rollouts, --text and --tokens")
+    if args.limit < 0 or (args.limit and not (args.task or args.responses or args.pairs or args.rollouts)):
+        from lmx.errors import ConfigError
+
+        raise ConfigError(
+            f"--limit {args.limit}: a count >= 0 of the items of --task, --responses, --pairs or --rollouts "
+            "(a loss evaluation takes --batches)"
+        )
     import jax
 
     if jax.process_count() > 1 and (args.task or args.responses or args.pairs or args.rollouts):
@@ -60,7 +67,7 @@ def _eval_task(args: argparse.Namespace) -> int:
     from lmx.infer.runs import load_run
     from lmx.parallel.mapping import eval_batch_size
 
-    items = read_choice_items(args.task)
+    items = read_choice_items(args.task)[: args.limit or None]
     run = load_run(args.run_dir, args.step)
     tokenizer, cfg, mesh = run.require_tokenizer(), run.cfg, run.mesh
     scorer = ChoiceScorer(run.model, run.params, mesh, cfg.mesh.rules, eval_batch_size(cfg, mesh), cfg.data.seq_len)
@@ -84,7 +91,9 @@ def _eval_responses(args: argparse.Namespace) -> int:
 
     from lmx.infer.chat_eval import exact_match_run
 
-    step, result = exact_match_run(args.run_dir, args.responses, args.step, args.batch_size, args.max_new_tokens)
+    step, result = exact_match_run(
+        args.run_dir, args.responses, args.step, args.batch_size, args.max_new_tokens, limit=args.limit
+    )
     tasks = ", ".join(f"{task} {acc:.3f}" for task, acc in result.per_task.items())
     print(
         f"{args.responses}: greedy exact match {result.accuracy:.3f} over {result.items} prompts"
@@ -107,7 +116,7 @@ def _eval_rollouts(args: argparse.Namespace) -> int:
         raise ConfigError("--rollouts needs --reward NAME (e.g. exact_match, or path/to/file.py:function)")
     step, m = rollouts_run(
         args.run_dir, args.rollouts, args.reward, args.samples, args.step, args.batch_size, args.max_new_tokens,
-        args.temperature, args.seed,
+        args.temperature, args.seed, limit=args.limit,
     )  # fmt: skip
     each = ", ".join(f"{k[len('reward/') :]} {v:.3f}" for k, v in m.items() if k.startswith("reward/"))
     line = f"{args.rollouts}: greedy mean reward {m['reward']:.3f} ({each}) over {int(m['prompts'])} prompts"
@@ -130,7 +139,7 @@ def _eval_pairs(args: argparse.Namespace) -> int:
     from lmx.infer.runs import read_run_config
     from lmx.objectives.registry import objective_of
 
-    step, metrics = evaluate_pairs_run(args.run_dir, args.pairs, args.step)
+    step, metrics = evaluate_pairs_run(args.run_dir, args.pairs, args.step, limit=args.limit)
     describe = objective_of(read_run_config(args.run_dir)).describe
     print(f"{args.pairs}: {describe(metrics)}")
     for task, task_metrics in metrics["per_task"].items():  # the records' "task" field, when they have one
@@ -152,6 +161,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--text", help="evaluate on this corpus instead: text:GLOB | jsonl:GLOB@FIELD | stdlib")
     evaluate.add_argument("--tokens", help="evaluate on a .npy file of token ids instead (one stream)")
     evaluate.add_argument("--batches", type=int, default=0, help="evaluate at most this many batches (0: all)")
+    evaluate.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="--task, --responses, --pairs, --rollouts: score only the file's first N items (0: all)",
+    )
     evaluate.add_argument("--step", type=int, help="a checkpoint step other than the latest")
     evaluate.add_argument("--task", help="multiple-choice JSONL ({context, choices, answer} per line)")
     evaluate.add_argument(

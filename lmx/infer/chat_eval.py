@@ -90,11 +90,13 @@ def exact_match_run(
     batch_size: int = 32,
     max_new_tokens: int = 0,
     devices: Sequence[Any] | None = None,
+    limit: int = 0,
 ) -> tuple[int, ExactMatch]:
     """`exact_match` of a run's checkpoint on the SFT-format file `path`. `max_new_tokens` 0: the
     longest reference answer plus its EOS (and a little room), within the model's context.
-    `devices`: where to load the run (by default every device, which its mesh must fit)."""
-    items = read_answer_items(path)
+    `devices`: where to load the run (by default every device, which its mesh must fit). `limit`:
+    only the file's first items (0: all)."""
+    items = read_answer_items(path)[: limit or None]
     run = load_run(run_dir, step, devices)
     if not objective_of(run.cfg).generates:
         raise ConfigError(
@@ -119,11 +121,12 @@ def exact_match_run(
 
 
 def evaluate_pairs_run(
-    run_dir: str | Path, path: str, step: int | None = None, devices: Sequence[Any] | None = None
+    run_dir: str | Path, path: str, step: int | None = None, devices: Sequence[Any] | None = None, limit: int = 0
 ) -> tuple[int, dict[str, Any]]:
     """A reward-model or preference run's own objective metrics on the preference file `path`
     (`lmx.objectives.pairs.evaluate_pairs`: means over the pairs, and ``per_task``: the same for
-    each value of the records' ``task`` field, {} when they have none)."""
+    each value of the records' ``task`` field, {} when they have none). `limit`: only the first
+    pairs that fit (0: all)."""
     run = load_run(run_dir, step, devices)
     cfg = run.cfg
     objective = objective_of(cfg)
@@ -134,6 +137,7 @@ def evaluate_pairs_run(
     template = ChatTemplate(run.require_tokenizer())
     max_tokens = max_sequence_tokens(cfg, objective)
     pairs, _ = read_preference(path, template, cfg.data.seq_len, cfg.objective.truncation, max_tokens)
+    pairs = pairs[: limit or None]
     frozen = None
     if objective.reference(cfg) != "none":
         # Precomputed or not in training, here the reference runs beside the policy.

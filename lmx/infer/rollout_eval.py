@@ -31,9 +31,11 @@ def rollouts_run(
     temperature: float = 1.0,
     seed: int = 0,
     devices: Sequence[Any] | None = None,
+    limit: int = 0,
 ) -> tuple[int, dict[str, float]]:
     """``(step, metrics)``: `lmx.objectives.rl_task.evaluate_rollouts` of the run's checkpoint on the
-    prompts of `path`. `max_new_tokens` 0: an RL run's own, else DEFAULT_MAX_NEW_TOKENS."""
+    prompts of `path`. `max_new_tokens` 0: an RL run's own, else DEFAULT_MAX_NEW_TOKENS. `limit`:
+    only the first prompts that fit (0: all)."""
     run = load_run(run_dir, step, devices)
     if not objective_of(run.cfg).generates:
         raise ConfigError(f"{run_dir}: a {run.cfg.objective.kind} run does not generate text")
@@ -44,6 +46,7 @@ def rollouts_run(
     prompts, stats = read_prompts(path, template, run.cfg.model.max_seq_len - max_new_tokens)
     if not prompts:
         raise DataError(f"{path}: no prompt leaves room for {max_new_tokens} new tokens in the model's context")
+    prompts = prompts[: limit or None]
     generator = RolloutGenerator(
         run.model, run.params, run.mesh, run.cfg.mesh.rules, batch_size, eos_id=template.eos_id, pad_id=template.pad_id
     )
