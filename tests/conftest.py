@@ -140,21 +140,34 @@ def sft_run(full_run, synth, tmp_path_factory, cpu_devices):
     return run_dir
 
 
-# The longest files first (measured in CI, 2026-12-03): xdist hands each worker a whole file at a
-# time (--dist loadfile) in this order, so the two workers end close together instead of one
-# waiting while the other runs a long file that came last.
+# The longest files first (two local full runs, 2026-12-04): xdist hands each worker a whole file at
+# a time (--dist loadfile) in this order, so the two workers end close together instead of one
+# waiting while the other runs a long file that came last. xdist would otherwise order the files by
+# their number of tests, which put test_post_training.py (4 tests, ~290 s) and
+# test_preemption.py (3 tests, ~200 s) last: setup.cfg passes --no-loadscope-reorder.
 LONGEST_FIRST = [
-    "test_docs_guide.py",
     "test_rl.py",
-    "test_docs_configs.py",
+    "test_docs_guide.py",
     "test_post_training.py",
-    "test_preemption.py",
     "test_docs_readme.py",
-    "test_evaluate_sources.py",
-    "test_multiprocess.py",
     "test_benchmarks.py",
+    "test_docs_configs.py",
+    "test_preemption.py",
+    "test_multiprocess.py",
+    "test_evaluate_sources.py",
     "test_objectives.py",
     "test_attention.py",
+    "test_steps.py",
+    "test_parametrization.py",
+    "test_model.py",
+    "test_hf_export.py",
+    "test_fit.py",
+    "test_launch.py",
+    "test_loop.py",
+    "test_generate.py",
+    "test_coord_check.py",
+    "test_rollout.py",
+    "test_hf_import.py",
 ]
 
 
