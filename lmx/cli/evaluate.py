@@ -15,7 +15,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from lmx.errors import DataError
 
         raise DataError("give at most one of --task, --responses, --pairs, --rollouts, --text and --tokens")
-    if args.limit < 0 or (args.limit and not (args.task or args.responses or args.pairs or args.rollouts)):
+    scores_items = any(x is not None for x in (args.task, args.responses, args.pairs, args.rollouts))
+    if args.limit < 0 or (args.limit and not scores_items):
         from lmx.errors import ConfigError
 
         raise ConfigError(
@@ -24,7 +25,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     import jax
 
-    if jax.process_count() > 1 and (args.task or args.responses or args.pairs or args.rollouts):
+    if jax.process_count() > 1 and scores_items:
         from lmx.errors import ConfigError
 
         raise ConfigError(

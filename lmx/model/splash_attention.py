@@ -23,7 +23,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 from jax.sharding import PartitionSpec
 
-from lmx.parallel.rules import active_placement
+from lmx.parallel.rules import active_placement, axis_names
 
 Array = jax.Array
 
@@ -107,11 +107,11 @@ def _per_shard(q_BxHxPxE: Array, k_BxKxPxE: Array, v_BxKxPxE: Array, segments_Bx
     q_spec, kv_spec, _, rows_spec = (tuple(spec) + (None,) * (2 - len(spec)) for spec in specs)
     rows = rows_spec[0]
     heads = q_spec[1] if q_spec[1] == kv_spec[1] else None
-    if heads is not None and rows is not None and set(_names(heads)) & set(_names(rows)):
+    if heads is not None and rows is not None and set(axis_names(heads)) & set(axis_names(rows)):
         heads = None
     if rows is None and heads is None:
         return kernel(*arrays)
-    axes = {*_names(rows), *_names(heads)}
+    axes = {*axis_names(rows), *axis_names(heads)}
     qkv = PartitionSpec(rows, heads)
     return jax.shard_map(
         kernel,
@@ -120,7 +120,3 @@ def _per_shard(q_BxHxPxE: Array, k_BxKxPxE: Array, v_BxKxPxE: Array, segments_Bx
         axis_names=axes,
         check_vma=False,
     )(*arrays)
-
-
-def _names(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)

@@ -23,19 +23,20 @@ Rules = Sequence[tuple[str, Sequence[str] | str | None]]
 log = logging.getLogger(__name__)
 
 
-def _axes(entry: Sequence[str] | str | None) -> tuple[str, ...]:
+def axis_names(entry: Sequence[str] | str | None) -> tuple[str, ...]:
+    """A rule's or a PartitionSpec entry's mesh axes as a tuple (None: none)."""
     if entry is None:
         return ()
     return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
 def rules_table(rules: Rules) -> dict[str, tuple[str, ...]]:
-    return {logical: _axes(axes) for logical, axes in rules}
+    return {logical: axis_names(axes) for logical, axes in rules}
 
 
 def without_axes(rules: Rules, drop: Collection[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The rules without the mesh axes in `drop` (the manual axes inside a shard_map)."""
-    return tuple((logical, tuple(a for a in _axes(entry) if a not in drop)) for logical, entry in rules)
+    return tuple((logical, tuple(a for a in axis_names(entry) if a not in drop)) for logical, entry in rules)
 
 
 # The rules that `constrain` applies while a step is traced. lmx keeps its own context rather than
